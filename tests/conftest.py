@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer (fast tier) and SmolLM2
+itself (slow tier). Both come from `crosspath.models`, built once in the crosspath cache."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the 2-layer random Llama."""
+    import torch
+
+    from crosspath.models import load_model
+
+    torch.manual_seed(0)
+    return load_model("tiny-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gen(tiny):
+    from crosspath.backends.hf import HFGenerator
+
+    return HFGenerator(*tiny)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from crosspath.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from crosspath.backends.base import SamplingParams, cut_at_stop, has_sessions
+from crosspath.backends.hf import HFGenerator, process_logits
+from crosspath.models import render_prompt
+
+PROMPTS = ["What is 3 + 4?", "Write a long poem about the sea, the moon and the sky at night.", "Hi"]
+
+
+def _rendered(tok):
+    return [render_prompt(tok, q) for q in PROMPTS]
+
+
+def test_batched_equals_single_and_model_generate(tiny, tiny_gen):
+    model, tok = tiny
+    sp = SamplingParams(max_tokens=12, temperature=0)
+    prompts = _rendered(tok)
+    batched = tiny_gen.generate(prompts, sp)
+    for pr, comp in zip(prompts, batched):
+        assert tiny_gen.generate([pr], sp)[0].token_ids == comp.token_ids
+        enc = tok(pr, return_tensors="pt", add_special_tokens=False)
+        ref = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert ref[0, enc.input_ids.shape[1]:].tolist() == comp.token_ids
+        assert comp.finish_reason in ("stop", "length") and comp.num_tokens <= 12
+
+
+def test_session_continuation_matches_full_forward(tiny, tiny_gen):
+    model, tok = tiny
+    g = tiny_gen
+    h = g.open(_rendered(tok)[1])
+    g.advance([h], SamplingParams(max_tokens=7, temperature=0))
+    g.extend(h, "\n\nLet me check the peers.")
+    cached_before = g.cached_tokens(h)
+    assert cached_before > 0
+    nxt = g.advance([h], SamplingParams(max_tokens=5, temperature=0))[0]
+    # The same token sequence, re-encoded from scratch with one forward per token, gives the same greedy tokens.
+    ids = list(g._paths[h].ids)
+    n_new = len(nxt.token_ids)
+    seq = torch.tensor([ids[: len(ids) - (n_new - 1)]])
+    with torch.no_grad():
+        out = model.generate(seq, attention_mask=torch.ones_like(seq), max_new_tokens=n_new, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    assert out[0, seq.shape[1]:].tolist() == nxt.token_ids
+    assert g.text(h).endswith("Let me check the peers." + nxt.text)
+    g.close(h)
+
+
+def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
+    tok = tiny[1]
+    g = tiny_gen
+    prompts = _rendered(tok)
+    hs = [g.open(p) for p in prompts]
+    g.advance(hs[:1], SamplingParams(max_tokens=9, temperature=0))  # only the first grows
+    g.extend(hs[2], " More text here.")
+    together = g.advance(hs, SamplingParams(max_tokens=6, temperature=0))
+    alone = []
+    for h in hs:  # replay each path alone from its own text state
+        h2 = g.open(g.text(h)[: len(g.text(h)) - len(together[hs.index(h)].text)])
+        alone.append(g.advance([h2], SamplingParams(max_tokens=6, temperature=0))[0])
+        g.close(h2)
+    # tokenisation of the cached state can differ from a fresh encode, so compare the row that is
+    # unchanged since open (row 1) exactly, and the others by shape only
+    assert together[1].token_ids == alone[1].token_ids
+    assert all(c.num_tokens <= 6 for c in together)
+
+
+def test_stop_string_cut_exactly(tiny_gen, tiny):
+    tok = tiny[1]
+    sp = SamplingParams(max_tokens=30, temperature=0)
+    free = tiny_gen.generate(_rendered(tok)[:1], sp)[0].text
+    assert len(free) > 6
+    stop = free[3:6]  # a stop string that appears mid-text, possibly spanning tokens
+    hit = tiny_gen.generate(_rendered(tok)[:1], sp.with_(stop=(stop,)))[0]
+    assert hit.text == free[: free.find(stop) + len(stop)]
+    assert hit.stop == stop and hit.finish_reason == "stop"
+
+
+def test_seed_is_per_request_and_reproducible(tiny_gen, tiny):
+    prompts = _rendered(tiny[1])[:1] * 3
+    sp = SamplingParams(max_tokens=10, temperature=1.0, seed=7)
+    a = tiny_gen.generate(prompts, sp)
+    b = tiny_gen.generate(prompts, sp)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    assert len({tuple(c.token_ids) for c in a}) > 1  # seed + i differs per request
+    n = tiny_gen.generate(prompts[:1], sp.with_(n=3))
+    assert [c.token_ids for c in n] == [c.token_ids for c in a]
+
+
+def test_rewind_crops_cache(tiny_gen, tiny):
+    g = tiny_gen
+    h = g.open(_rendered(tiny[1])[0])
+    g.advance([h], SamplingParams(max_tokens=10, temperature=0))
+    full = g.text(h)
+    g.rewind(h, 5)
+    assert g.text(h) == full[:-5]
+    p = g._paths[h]
+    assert p.cached_chars <= len(g.text(h)) and p.kv.shape[-2] == len(p.ids)
+    g.advance([h], SamplingParams(max_tokens=3, temperature=0))
+    g.close(h)
+
+
+def test_process_logits_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    p = SamplingParams(temperature=1.0, top_k=2)
+    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
+    p = SamplingParams(temperature=1.0, top_p=0.7)
+    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
+    p = SamplingParams(temperature=1.0, min_p=0.25)  # keeps p >= 0.125
+    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
+    assert process_logits(logits, SamplingParams(temperature=0)).tolist() == [[1, 0, 0, 0]]
+
+
+def test_protocol_and_cut():
+    assert cut_at_stop("a b </think> c </summarize>", ["</summarize>", "</think>"]) == ("a b </think>", "</think>")
+    assert cut_at_stop("abc", []) == ("abc", None)
+
+
+def test_has_sessions(tiny_gen):
+    assert has_sessions(tiny_gen)
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_sum(smollm2):
+    g = HFGenerator(*smollm2)
+    out = g.generate([render_prompt(smollm2[1], "What is 3 + 4?")], SamplingParams(max_tokens=20, temperature=0))
+    assert "7" in out[0].text
