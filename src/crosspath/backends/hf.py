@@ -44,26 +44,59 @@ class _Path:
         self.kv = self.kv[..., :keep, :] if (self.kv is not None and keep) else None
 
 
-def process_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    """Temperature, top-k, top-p and min-p on raw logits [B, V] -> probabilities [B, V].
+def candidates(logits: torch.Tensor, p: SamplingParams, head: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature, top-k, top-p and min-p on raw logits [B, V] -> (probs [B, K], token ids [B, K]).
 
-    Greedy (temperature 0) returns a one-hot distribution on the argmax.
+    Only the tokens that can still be drawn are returned (K <= V), so sampling costs O(K). top-p
+    and min-p first look at the `head` most likely tokens and fall back to the whole vocabulary
+    when a row's nucleus does not fit there, so the result is exact.
     """
+    B, V = logits.shape
     if p.temperature <= 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        ids = logits.argmax(-1, keepdim=True)  # [B, 1]
+        return torch.ones_like(ids, dtype=logits.dtype), ids
     logits = logits / p.temperature  # [B, V]
-    if p.top_k and p.top_k > 0:
-        kth = torch.topk(logits, min(p.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # [B, 1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # [B, V]
-    if p.min_p and p.min_p > 0:
-        probs = probs.masked_fill(probs < p.min_p * probs.max(-1, keepdim=True).values, 0.0)
+    if p.top_k and 0 < p.top_k < V:
+        logits, ids = torch.topk(logits, p.top_k, dim=-1)  # [B, k]
+    else:
+        ids = None
+    probs = torch.softmax(logits, dim=-1)  # [B, K]
+    if p.top_p >= 1.0 and not p.min_p:
+        return probs, (ids if ids is not None else torch.arange(V, device=logits.device).expand(B, V))
+    K = probs.shape[-1]
+    sp, order = torch.topk(probs, min(head, K), dim=-1)  # [B, h], sorted descending
+    cum = sp.cumsum(-1)
+    # the kept set is the intersection of the nucleus and the min-p set: exact if either fits in the head
+    fits = (p.top_p < 1.0 and bool((cum[:, -1] >= p.top_p).all())) or \
+        (bool(p.min_p) and bool((sp[:, -1] < p.min_p * sp[:, 0]).all()))
+    if not fits and sp.shape[-1] < K:
+        sp, order = probs.sort(-1, descending=True)  # [B, K]
+        cum = sp.cumsum(-1)
+    keep = torch.ones_like(sp, dtype=torch.bool)
     if p.top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)  # [B, V]
-        outside = (sorted_p.cumsum(-1) - sorted_p) > p.top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    return probs / probs.sum(-1, keepdim=True)
+        keep &= (cum - sp) < p.top_p  # the smallest prefix reaching top_p
+    if p.min_p:
+        keep &= sp >= p.min_p * sp[:, :1]
+    sp = sp.masked_fill(~keep, 0.0)
+    cand = order if ids is None else ids.gather(-1, order)
+    return sp / sp.sum(-1, keepdim=True), cand
+
+
+def process_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """The full processed distribution [B, V] (see `candidates`)."""
+    probs, ids = candidates(logits, p)
+    return torch.zeros_like(logits).scatter(-1, ids, probs)
+
+
+def sample(probs: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """One index per row of probs [B, K] -> [B]: argmax(p / E) with E ~ Exp(1) is an exact sample
+    from p (the exponential race), and cheaper on a CPU than torch.multinomial. With `generators`,
+    row r draws its noise from generators[r] (per-request seeds)."""
+    if generators is None:
+        noise = torch.empty_like(probs).exponential_()  # [B, K]
+    else:
+        noise = torch.stack([torch.empty_like(probs[0]).exponential_(generator=g) for g in generators])
+    return (probs / noise).argmax(-1)
 
 
 class HFGenerator:
@@ -185,14 +218,9 @@ class HFGenerator:
         cache = out.past_key_values
         for step in range(params.max_tokens):
             logits = out.logits[:, -1, :].float()  # [b, V]
-            probs = process_logits(logits, params)  # [b, V]
-            if params.temperature <= 0:
-                tok = probs.argmax(-1)  # [b]
-            elif gens is None:
-                tok = torch.multinomial(probs, 1).squeeze(-1)
-            else:
-                tok = torch.cat([torch.multinomial(probs[r : r + 1], 1, generator=gens[rows[r]]).squeeze(-1)
-                                 for r in range(len(rows))])
+            probs, cand = candidates(logits, params)  # [b, K], [b, K]
+            pick = sample(probs, None if gens is None else [gens[i] for i in rows])  # [b]
+            tok = cand.gather(-1, pick[:, None]).squeeze(-1)  # [b]
             if params.logprobs:
                 lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1).tolist()
             tok_l = tok.tolist()

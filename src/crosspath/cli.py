@@ -1,0 +1,151 @@
+"""The `crosspath` command: one entry point, one subcommand per job.
+
+    crosspath run      --method independent|leap|greedy ...   inference on a task, graded
+    crosspath eval     greedy held-out accuracy of a model (+ optional LoRA adapter)
+    crosspath analyze  RUN          LeaP influence analysis per round
+    crosspath compare  RUN_A RUN_B  two runs side by side
+    crosspath train    --algo grpo|m3po ...  RL training with LoRA
+    crosspath distill  generate|filter|train|leap-t ...
+    crosspath serve    OpenAI-compatible server answering with LeaP
+    crosspath report   RUN          self-contained HTML report
+    crosspath models | tasks        what is known
+    crosspath demo     the README's main job: LeaP next to independent sampling on SmolLM2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import add_arguments, from_args
+
+
+def _run_parser(sub):
+    from .infer.runner import RunConfig
+
+    p = sub.add_parser("run", help="run an inference method on a task and grade it",
+                       description="Run an inference method on a task; writes results.jsonl, summary.json and "
+                                   "config.yaml to the run directory and prints the results table.")
+    p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+    add_arguments(p, RunConfig)
+    p.set_defaults(func=_cmd_run)
+    e = sub.add_parser("eval", help="greedy accuracy of a model (optionally with a LoRA adapter): one path per question",
+                       description="Greedy evaluation: one path per question, temperature 0, no exchange.")
+    e.add_argument("--config", help="YAML file with options (flags win)")
+    add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
+                                      "round_tokens", "top_k", "router", "similarity", "summary_tokens",
+                                      "answer_tokens", "comm_rounds", "token_budget", "tags", "leap_t"})
+    e.set_defaults(func=_cmd_eval)
+
+
+def _cmd_run(args) -> int:
+    from .infer.runner import RunConfig, format_table, run
+
+    cfg = from_args(RunConfig, args, args.config)
+    summary = run(cfg)
+    print(format_table([summary]))
+    print(f"\nresults: {summary['out']}/results.jsonl")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    args.method = "greedy"
+    return _cmd_run(args)
+
+
+def _cmd_analyze(args) -> int:
+    from .infer.analysis import analyze
+
+    print(analyze(args.run))
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .infer.analysis import compare
+
+    print(compare(args.runs))
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import list_models
+
+    for name, desc, built in list_models():
+        print(f"{name:16s} {'[cached] ' if built else ''}{desc}")
+    print("\nAny Hugging Face id (e.g. Qwen/Qwen2.5-1.5B-Instruct) or local folder path also works.")
+    return 0
+
+
+def _cmd_tasks(args) -> int:
+    from .tasks import list_tasks
+
+    for name, desc in list_tasks():
+        print(f"{name:24s} {desc}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .infer.runner import RunConfig, format_table, run
+
+    common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4)
+    leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, top_k=2,
+                     router="dispersed", out=f"{args.out}/leap", **common)
+    budget = leap.rounds * leap.round_tokens + (leap.rounds - 1) * leap.summary_tokens + leap.answer_tokens
+    indep = RunConfig(method="independent", max_tokens=budget, out=f"{args.out}/independent", **common)
+    print(f"crosspath demo: {args.model} on the shipped demo task, {args.limit} questions, N=4 paths, "
+          f"equal per-path budget of {budget} tokens")
+    sums = [run(indep), run(leap)]
+    print("\n" + format_table(sums))
+    from .infer.analysis import analyze
+
+    print("\nLeaP influence (answers of paths that read peers' summaries):\n" + analyze(f"{args.out}/leap"))
+    print(f"\nrun directories: {args.out}/independent, {args.out}/leap")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crosspath", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"crosspath {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    a = sub.add_parser("analyze", help="LeaP influence analysis of a run directory")
+    a.add_argument("run", help="run directory")
+    a.set_defaults(func=_cmd_analyze)
+    c = sub.add_parser("compare", help="put runs side by side (pass@1, cons@N, tokens, wall time)")
+    c.add_argument("runs", nargs="+", help="run directories")
+    c.set_defaults(func=_cmd_compare)
+    m = sub.add_parser("models", help="list known model names")
+    m.set_defaults(func=_cmd_models)
+    t = sub.add_parser("tasks", help="list task forms")
+    t.set_defaults(func=_cmd_tasks)
+    d = sub.add_parser("demo", help="LeaP next to independent sampling on the embedded default (the README's main job)")
+    d.add_argument("--model", default="smollm2-135m", help="model (default: smollm2-135m)")
+    d.add_argument("--limit", type=int, default=12, help="questions of the demo task (default: 12)")
+    d.add_argument("--out", default="runs/demo", help="parent folder of the two run directories (default: runs/demo)")
+    d.set_defaults(func=_cmd_demo)
+    for extra in ("train", "distill", "serve", "report"):
+        try:
+            mod = __import__(f"crosspath.{_EXTRA[extra]}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+_EXTRA = {"train": "train.cli", "distill": "distill.cli", "serve": "serve.cli", "report": "report.cli"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"crosspath: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""LeaP: Learning from Peers (arXiv 2505.07787), one loop over a batch of questions.
+
+Per question, N paths reason in rounds of at most T new tokens:
+
+    for round r in 0..R-1:
+        every unfinished path writes up to T tokens (stop: </think>, EOS; LeaP-T also <summarize>)
+        a path that stopped on </think> or EOS is finished and leaves the pool of peers
+        if r < R-1 and round r communicates:
+            each unfinished path drops its last (maybe half-written) paragraph, gets a recap
+            trigger + "<summarize>" + opener, and writes <= S tokens up to </summarize> (a missing
+            or cut closing tag is repaired); its summary is the text after the last <summarize>
+            router: per question, each path gets k peers' summaries (never its own)
+            a <comment> block (Peer 1..k, renumbered in routing order) and a resolve sentence
+            are appended; a path with no peer left gets an explicit "no comments" block
+    unfinished paths are forced to answer: "... \\boxed{" and <= A more tokens
+
+LeaP-T models (fine-tuned on the format) decide themselves when to summarize: `<summarize>` is a
+stop string; paths that stopped on it write their summary and receive their peers' latest
+summaries right away; the others simply go on.
+
+Every generator call carries the paths of all questions of the batch. On the hf backend each
+path keeps its KV cache across rounds (see `paths.PathStore`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..backends.base import SamplingParams
+from ..tasks.grading import extract_answer
+from ..tasks.problem import Problem
+from .paths import PathStore, PathTrace
+from .prompts import FINAL_ANSWER, LEAP_PREFILL, LEAP_QUESTION, STEP_BY_STEP, TAG_SETS, peer_block, summary_request
+from .routing import levenshtein_matrix, route_all
+
+THINK_END = "</think>"
+
+
+@dataclass
+class LeapOptions:
+    rounds: int = 3  # R: rounds of reasoning (communication after each but the last)
+    round_tokens: int = 512  # T: new tokens per round (the paper: 2048-4096 for 7B models)
+    top_k: int = 2  # k: peers each path receives (the paper's tables: 4; its N=4 scripts: 2)
+    router: str = "dispersed"  # dispersed | clustered | hybrid | random | all
+    summary_tokens: int = 64  # S: summary budget (the paper: 256 at T=2048, a 1:8 ratio)
+    answer_tokens: int = 64  # A: budget of the forced final answer
+    comm_rounds: tuple[int, ...] | None = None  # rounds after which paths communicate (None: all)
+    token_budget: int | None = None  # cap on a path's total generated tokens
+    tags: str = "comment"  # comment (released code) | peer_summary (paper figures)
+    leap_t: bool = False  # the model decides when to summarize (LeaP-T fine-tuned models)
+
+
+def _drop_last_paragraph(text: str) -> int:
+    """How many trailing chars to drop: the last paragraph after a blank line (0 if none).
+
+    >>> _drop_last_paragraph("a\\n\\nb c")
+    5
+    """
+    k = text.rfind("\n\n")
+    return len(text) - k if k > 0 else 0
+
+
+def _summary_of(text: str, open_tag: str, close_tag: str) -> str:
+    s = text[text.rfind(open_tag) + len(open_tag):] if open_tag in text else text
+    return s.replace(close_tag, "").strip()
+
+
+def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
+          opts: LeapOptions, similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix,
+          on_round: Callable[[int, int], None] | None = None) -> list[list[PathTrace]]:
+    tags = TAG_SETS[opts.tags]
+    N = cfg.paths
+    if opts.leap_t:
+        prompt_of = lambda p: render(STEP_BY_STEP.format(question=p.question))  # noqa: E731
+        round_stops = (THINK_END, tags.open_summary)
+    else:
+        prompt_of = lambda p: render(LEAP_QUESTION.format(question=p.question), prefill=LEAP_PREFILL)  # noqa: E731
+        round_stops = (THINK_END,)
+    traces: list[list[PathTrace]] = []
+    ids: list[list[int]] = []
+    for p in problems:
+        prompt = prompt_of(p)
+        traces.append([PathTrace(prompt=prompt) for _ in range(N)])
+        ids.append([store.add(prompt) for _ in range(N)])
+    sid = {i: (q, j) for q, row in enumerate(ids) for j, i in enumerate(row)}  # store id -> (question, path)
+    tr = lambda i: traces[sid[i][0]][sid[i][1]]  # noqa: E731
+    rng = random.Random(seed)
+    latest: dict[int, str] = {}  # store id -> its latest summary (LeaP-T peers)
+    sample = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.sample_top_k, min_p=cfg.min_p)
+
+    def left(i: int) -> int:
+        return opts.round_tokens if opts.token_budget is None else min(opts.round_tokens, opts.token_budget - tr(i).tokens)
+
+    for r in range(opts.rounds):
+        active = [i for row in ids for i in row if not tr(i).finished]
+        if not active:
+            break
+        # 1. a round of reasoning, grouped by remaining budget so each call has one max_tokens
+        wants_summary: list[int] = []
+        offset = 0  # distinct per-request seeds across the calls of one round
+        for budget in sorted({left(i) for i in active}, reverse=True):
+            group = [i for i in active if left(i) == budget]
+            call_seed = seed + 10_000 * r + offset
+            offset += len(group)
+            outs = store.advance(group, SamplingParams(max_tokens=budget, stop=round_stops, seed=call_seed, **sample))
+            for i, c in zip(group, outs):
+                t = tr(i)
+                t.tokens += c.num_tokens
+                t.rounds.append({"round": r, "text": c.text, "tokens": c.num_tokens})
+                if c.stop == THINK_END or (c.finish_reason == "stop" and c.stop is None):
+                    t.finished, t.finish = True, ("think" if c.stop == THINK_END else "eos")
+                elif opts.token_budget is not None and t.tokens >= opts.token_budget:
+                    t.finished, t.finish = True, "budget"
+                elif c.stop == tags.open_summary:
+                    wants_summary.append(i)
+        for i in active:
+            t = tr(i)
+            t.rounds[-1]["answer"] = extract_answer(store.text(i)[len(t.prompt):])
+        # 2. summaries
+        last = r == opts.rounds - 1
+        communicates = not last and (opts.comm_rounds is None or r in opts.comm_rounds)
+        if opts.leap_t:
+            summarizers = [i for i in wants_summary if not last]
+            if summarizers:
+                for i in summarizers:
+                    store.extend(i, "\n")
+        else:
+            summarizers = [i for i in active if not tr(i).finished] if communicates else []
+            for i in summarizers:
+                store.rewind(i, _drop_last_paragraph(tr(i).rounds[-1]["text"]))
+                store.extend(i, summary_request(r, sid[i][1], tags))
+        if summarizers:
+            outs = store.advance(summarizers, SamplingParams(max_tokens=opts.summary_tokens, stop=(tags.close_summary,),
+                                                             seed=seed + 10_000 * r + 5_000, **sample))
+            for i, c in zip(summarizers, outs):
+                tr(i).tokens += c.num_tokens
+                if c.stop != tags.close_summary:  # repair a cut-off or missing closing tag
+                    store.extend(i, ("..." if c.finish_reason == "length" else "") + "\n" + tags.close_summary)
+                latest[i] = _summary_of(store.text(i), tags.open_summary, tags.close_summary)
+                tr(i).rounds[-1].update(summary=latest[i], summary_tokens=c.num_tokens)
+            # 3. routing per question, then 4. injection of the peers' summaries
+            for q, row in enumerate(ids):
+                receivers = [i for i in row if i in summarizers]
+                if not receivers:
+                    continue
+                # the pool of peers: unfinished paths with a summary (LeaP-T: their latest one)
+                pool = [i for i in row if i in latest and not tr(i).finished] if opts.leap_t else receivers
+                members = sorted(set(pool) | set(receivers))
+                sims = similarity([latest[i] for i in members])
+                local = {i: n for n, i in enumerate(members)}
+                chosen = route_all(sims, opts.top_k, opts.router, rng, members=[local[i] for i in receivers])
+                for i in receivers:
+                    peers = [(members[j], s) for j, s in chosen[local[i]]]
+                    store.extend(i, peer_block([latest[j] for j, _ in peers], tags))
+                    tr(i).rounds[-1]["peers"] = [{"peer": sid[j][1], "similarity": round(s, 4)} for j, s in peers]
+        if on_round:
+            on_round(r, len(active))
+    # 5. forced final answer for paths still reasoning
+    unfinished = [i for row in ids for i in row if not tr(i).finished]
+    for i in unfinished:
+        store.extend(i, FINAL_ANSWER)
+    outs = store.advance(unfinished, SamplingParams(max_tokens=opts.answer_tokens, stop=(THINK_END,),
+                                                    seed=seed + 99_999, **sample))
+    for i, c in zip(unfinished, outs):
+        tr(i).tokens += c.num_tokens
+        tr(i).finished, tr(i).finish = True, "forced"
+    for row in ids:
+        for i in row:
+            tr(i).text = store.text(i)[len(tr(i).prompt):]
+    return traces

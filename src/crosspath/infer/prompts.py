@@ -1,0 +1,80 @@
+"""Every prompt string of crosspath, in one place.
+
+The LeaP structure follows the paper (arXiv 2505.07787): a question prompt announcing the
+summary/comment protocol, an assistant pre-fill restating it, recap triggers before
+`<summarize>`, a comment block with the peers' summaries, a resolve sentence, and a forced
+final answer. The wording is crosspath's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ---- plain reasoning (independent sampling, greedy evaluation, LeaP-T) ----------------------------
+STEP_BY_STEP = "{question}\n\nReason step by step, and put your final answer within \\boxed{{}}."
+
+# ---- LeaP --------------------------------------------------------------------------------------------
+LEAP_QUESTION = (
+    "{question}\n\n"
+    "Reason step by step, and put your final answer within \\boxed{{}}. "
+    "Other solvers are working on the same problem at the same time. Every so often you will pause "
+    "and write a brief summary of where you stand between <summarize> and </summarize>; after that "
+    "you will be shown summaries from some of the other solvers. Weigh their conclusions against "
+    "your own before you go on."
+)
+LEAP_PREFILL = (
+    "I will work through this step by step, pausing now and then to summarize my progress inside "
+    "<summarize> </summarize> and to read what the other solvers report.\n\n"
+)
+
+# Sentences that hand over to the summary (one is chosen per path and round, deterministically).
+RECAP_TRIGGERS = (
+    "Let me pause and recap my progress so far.",
+    "Before I continue, I will sum up what I have found.",
+    "Time to take stock of my reasoning up to here.",
+    "Let me write down a short summary of my current state.",
+)
+SUMMARY_OPENER = "So far, "
+
+# What follows the peers' summaries: the path resolves to check them against its own result.
+RESOLVE = (
+    "\n\nLet me compare these with my own reasoning: if another solver reached a different result, "
+    "I will check which one holds before continuing.\n\n"
+)
+NO_COMMENTS = "No comments from other solvers this time."
+RESUME_ALONE = "\n\nI will carry on with my own reasoning.\n\n"
+
+FINAL_ANSWER = "\n\nI have to give my answer now.\n\n**Final Answer**\n\\boxed{"
+
+
+@dataclass(frozen=True)
+class Tags:
+    """The tag set that frames summaries and peer blocks."""
+
+    summarize: str = "summarize"
+    peers: str = "comment"  # the released code's tag; the paper's figures show "peer_summary"
+
+    @property
+    def open_summary(self) -> str:
+        return f"<{self.summarize}>"
+
+    @property
+    def close_summary(self) -> str:
+        return f"</{self.summarize}>"
+
+
+TAG_SETS = {"comment": Tags(peers="comment"), "peer_summary": Tags(peers="peer_summary")}
+
+
+def summary_request(round_idx: int, path_idx: int, tags: Tags) -> str:
+    """Text appended after a path's round to make it summarize."""
+    trigger = RECAP_TRIGGERS[(round_idx + path_idx) % len(RECAP_TRIGGERS)]
+    return f"\n\n{trigger}\n\n{tags.open_summary}\n{SUMMARY_OPENER}"
+
+
+def peer_block(summaries: list[str], tags: Tags) -> str:
+    """The block injected right after a path's own summary: peers renumbered 1..k in routing order."""
+    if not summaries:
+        return f"\n\n<{tags.peers}>\n{NO_COMMENTS}\n</{tags.peers}>{RESUME_ALONE}"
+    lines = "\n".join(f'Peer {i}: "{s}"' for i, s in enumerate(summaries, 1))
+    return f"\n\n<{tags.peers}>\n{lines}\n</{tags.peers}>{RESOLVE}"
