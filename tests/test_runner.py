@@ -1,0 +1,100 @@
+"""The shared inference loop: run directory, resume, CLI, errors."""
+
+import json
+
+import pytest
+
+from crosspath.cli import main
+from crosspath.infer.runner import RunConfig, read_results, run
+from crosspath.models import ModelError, resolve
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="tiny-random", task="demo", limit=3, paths=2, max_tokens=6, batch_questions=1, seed=3,
+                out=str(tmp_path / "run"))
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_writes_run_directory(tmp_path, tiny_gen):
+    s = run(_cfg(tmp_path), generator=tiny_gen, progress=False)
+    out = tmp_path / "run"
+    rows = read_results(out / "results.jsonl")
+    assert [r["id"] for r in rows] == ["demo-0", "demo-1", "demo-2"]
+    r = rows[0]
+    assert len(r["paths"]) == 2 and {"text", "answer", "correct", "tokens"} <= set(r["paths"][0])
+    assert r["pass_at_1"] == sum(p["correct"] for p in r["paths"]) / 2
+    assert (out / "config.yaml").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 3 and summary["tokens"] == s["tokens"] > 0 and "cons_at_n" in summary
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_gen):
+    full = _cfg(tmp_path, out=str(tmp_path / "full"))
+    run(full, generator=tiny_gen, progress=False)
+    part = _cfg(tmp_path, out=str(tmp_path / "part"), limit=2)
+    run(part, generator=tiny_gen, progress=False)
+    res = tmp_path / "part" / "results.jsonl"
+    with open(res, "a") as f:
+        f.write('{"id": "demo-2", "paths": [')  # killed half-way through writing a line
+    resumed = _cfg(tmp_path, out=str(tmp_path / "part"), resume=True)
+    first_two = res.read_text().splitlines()[:2]
+    run(resumed, generator=tiny_gen, progress=False)
+    a = read_results(tmp_path / "full" / "results.jsonl")
+    b = read_results(res)
+    assert res.read_text().splitlines()[:2] == first_two  # finished questions are not redone
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_gen):
+    run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        run(_cfg(tmp_path, limit=1, temperature=0.1, resume=True), generator=tiny_gen, progress=False)
+
+
+def test_leap_run_records_traces(tmp_path, tiny_gen):
+    cfg = _cfg(tmp_path, method="leap", rounds=2, round_tokens=5, summary_tokens=3, answer_tokens=3, limit=2,
+               batch_questions=2, paths=3)
+    run(cfg, generator=tiny_gen, progress=False)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    for r in rows:
+        for p in r["paths"]:
+            rd = p["rounds"][0]
+            if "summary" in rd:  # the path was still running after round 0
+                assert "peers" in rd and all({"peer", "similarity"} <= set(x) for x in rd["peers"])
+                assert "correct" in rd
+
+
+def test_cli_run_prints_table(tmp_path, capsys, tiny_gen):
+    code = main(["run", "--model", "tiny-random", "--task", "demo", "--limit", "1", "--paths", "2",
+                 "--max-tokens", "4", "--out", str(tmp_path / "cli")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| independent | demo | 2 | 1 |" in out
+
+
+def test_cli_yaml_config_and_flags(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: tiny-random\ntask: demo\nlimit: 1\npaths: 3\nmax_tokens: 4\n")
+    assert main(["run", "--config", str(cfg), "--paths", "2", "--out", str(tmp_path / "y")]) == 0
+    assert "| independent | demo | 2 | 1 |" in capsys.readouterr().out
+    cfg.write_text("modle: tiny-random\n")
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "z")]) == 2
+    assert "unknown keys ['modle']" in capsys.readouterr().err
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ModelError) as e:
+        resolve("smollm3-9000")
+    assert "smollm2-135m" in str(e.value) and "Hugging Face id" in str(e.value)
+
+
+def test_bad_task_is_a_clear_cli_error(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
+    code = main(["run", "--model", "tiny-random", "--task", str(bad), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.jsonl" in err and "2" in err and "answer" in err
