@@ -144,6 +144,9 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor loading bars drown crosspath's own progress
     path = resolve(name)
     tok = load_tokenizer(name)
     try:
