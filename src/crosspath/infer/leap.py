@@ -25,6 +25,7 @@ path keeps its KV cache across rounds (see `paths.PathStore`).
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -60,6 +61,16 @@ def _drop_last_paragraph(text: str) -> int:
     """
     k = text.rfind("\n\n")
     return len(text) - k if k > 0 else 0
+
+
+def own_text(text: str, tags) -> str:
+    r"""The path's own words: injected peer blocks removed, so answer extraction never reads a
+    peer's number (or a "Peer 2:" label) as the path's answer.
+
+    >>> own_text('x = 3\n\n<comment>\nPeer 1: "x = 5"\n</comment> go on', TAG_SETS["comment"])
+    'x = 3\n\n go on'
+    """
+    return re.sub(rf"<{tags.peers}>.*?</{tags.peers}>", "", text, flags=re.DOTALL)
 
 
 def _summary_of(text: str, open_tag: str, close_tag: str) -> str:
@@ -117,7 +128,7 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
                     wants_summary.append(i)
         for i in active:
             t = tr(i)
-            t.rounds[-1]["answer"] = extract_answer(store.text(i)[len(t.prompt):])
+            t.rounds[-1]["answer"] = extract_answer(own_text(store.text(i)[len(t.prompt):], tags))
         # 2. summaries
         last = r == opts.rounds - 1
         communicates = not last and (opts.comm_rounds is None or r in opts.comm_rounds)
@@ -169,4 +180,5 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
     for row in ids:
         for i in row:
             tr(i).text = store.text(i)[len(tr(i).prompt):]
+            tr(i).own_text = own_text(tr(i).text, tags)
     return traces

@@ -26,6 +26,7 @@ class PathTrace:
     finished: bool = False
     finish: str = ""  # "think" (</think>), "eos", "length", "budget", "forced"
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    own_text: str | None = None  # the text to grade when it differs from `text` (LeaP: peer blocks removed)
 
 
 class PathStore:

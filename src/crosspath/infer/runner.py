@@ -100,8 +100,9 @@ def make_generator(cfg: RunConfig):
     raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results.jsonl; a half-written last line is cut off the file."""
+def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Rows of a results.jsonl, without a half-written last line; `repair` also cuts that line off
+    the file (only the run that owns the file does this, before appending)."""
     if not path.exists():
         return []
     rows, good = [], 0
@@ -114,7 +115,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             good += len(line)
         except ValueError:
             break
-    if good < len(raw):
+    if repair and good < len(raw):
         with open(path, "r+b") as f:
             f.truncate(good)
     return rows
@@ -129,7 +130,7 @@ def _grade_rounds(problem, rounds: list[dict]) -> None:
 def result_row(problem, traces, cfg: RunConfig, chash: str, wall: float) -> dict[str, Any]:
     paths = []
     for t in traces:
-        answer, correct = grade(problem, t.text)
+        answer, correct = grade(problem, t.own_text if t.own_text is not None else t.text)
         if cfg.method == "leap":
             _grade_rounds(problem, t.rounds)
         paths.append({"text": t.text, "answer": answer, "correct": correct, "tokens": t.tokens,
@@ -153,7 +154,7 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
             raise FileExistsError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
         results.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    done_rows = read_results(results)
+    done_rows = read_results(results, repair=True)
     if done_rows and done_rows[0].get("config") != chash:
         raise ValueError(f"{out} was run with another configuration (config {done_rows[0].get('config')} != {chash}); "
                          "resume with the same options, or use another --out")
