@@ -215,8 +215,9 @@ def test_token_budget_caps_rounds():
     gen = Scripted()
     opts = leap.LeapOptions(rounds=3, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4, token_budget=12)
     traces, _ = _run(gen, opts)
-    # round 0: 8 tokens, summary 5 -> 13 >= 12: the next round gets no budget... the path is stopped
-    assert all(t.tokens <= 8 + 5 + 8 for t in traces[0])
+    # round 0: 8 tokens + summary 5 = 13 >= 12: the path stops reasoning, then is forced to answer
+    assert [c[1].max_tokens for c in gen.calls] == [8, 5, 4]
+    assert all(t.tokens == 8 + 5 + 2 and t.text.endswith("}") for t in traces[0])
 
 
 def test_several_questions_share_calls():

@@ -23,7 +23,7 @@ def solve(problems: list[Problem], store: PathStore, cfg, render, seed: int) -> 
             row.append(PathTrace(prompt=prompt))
         traces.append(row)
     params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            top_k=cfg.top_k, min_p=cfg.min_p, stop=tuple(cfg.stop), seed=seed)
+                            top_k=cfg.sample_top_k, min_p=cfg.min_p, stop=tuple(cfg.stop), seed=seed)
     outs = store.advance(ids, params)
     flat = [t for row in traces for t in row]
     for t, c in zip(flat, outs):

@@ -95,6 +95,7 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
         prompt = prompt_of(p)
         traces.append([PathTrace(prompt=prompt) for _ in range(N)])
         ids.append([store.add(prompt) for _ in range(N)])
+    ids_flat = [i for row in ids for i in row]
     sid = {i: (q, j) for q, row in enumerate(ids) for j, i in enumerate(row)}  # store id -> (question, path)
     tr = lambda i: traces[sid[i][0]][sid[i][1]]  # noqa: E731
     rng = random.Random(seed)
@@ -105,7 +106,10 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
         return opts.round_tokens if opts.token_budget is None else min(opts.round_tokens, opts.token_budget - tr(i).tokens)
 
     for r in range(opts.rounds):
-        active = [i for row in ids for i in row if not tr(i).finished]
+        for i in ids_flat:
+            if not tr(i).finished and left(i) <= 0:  # a summary may have used the rest of the budget
+                tr(i).finished, tr(i).finish = True, "budget"
+        active = [i for i in ids_flat if not tr(i).finished]
         if not active:
             break
         # 1. a round of reasoning, grouped by remaining budget so each call has one max_tokens
@@ -169,7 +173,7 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
         if on_round:
             on_round(r, len(active))
     # 5. forced final answer for paths still reasoning
-    unfinished = [i for row in ids for i in row if not tr(i).finished]
+    unfinished = [i for i in ids_flat if tr(i).finish in ("", "budget")]  # budget-capped paths answer too
     for i in unfinished:
         store.extend(i, FINAL_ANSWER)
     outs = store.advance(unfinished, SamplingParams(max_tokens=opts.answer_tokens, stop=(THINK_END,),

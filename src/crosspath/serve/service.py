@@ -1,0 +1,270 @@
+"""The engine behind the HTTP layer: requests -> prompts -> LeaP / independent batches -> answers.
+
+    svc = Service(ServeConfig(model="tiny-random"))         # loads the backend
+    req = svc.prepare("chat", {"messages": [{"role": "user", "content": "2+3?"}]})
+    job = svc.submit(req, sink=lambda kind, payload: ...)   # "round" events, then "done" or "error"
+
+Prompts. Chat: the messages go through the model's chat template (`apply_chat_template`) with the
+last user message replaced by the method's instruction around it (LeaP: the protocol announcement
+and an assistant pre-fill; independent: "reason step by step ... \\boxed{}"). Completions: the prompt
+is the question and is continued as raw text, exactly as given; with `crosspath.wrap` it is wrapped
+in the method's instruction (as plain text, no chat template) instead. Either way LeaP appends its
+summary requests and peer blocks to every path as rounds go.
+
+The answer. Each path's answer is `extract_answer` of its text; `majority_vote` over the paths
+gives the consensus; the reply is the text of the first path with that answer (path 0 if no path
+has one). Usage counts every path: prompt tokens x paths, and all generated tokens (reasoning,
+summaries, forced answers).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from ..backends.base import Completion, SamplingParams
+from ..infer import independent, leap
+from ..infer.paths import PathStore, PathTrace
+from ..infer.prompts import TAG_SETS
+from ..infer.routing import get_similarity
+from ..infer.leap import own_text
+from ..tasks import Problem, extract_answer, majority_vote
+from .config import RequestError, ServeConfig, Settings, resolve_settings
+from .scheduler import Job, Scheduler, unavailable
+
+log = logging.getLogger("crosspath.serve")
+
+
+@dataclass
+class Request:
+    kind: str  # "chat" | "completion"
+    question: str  # what LeaP calls the question (the last user message, or the completion prompt)
+    render: Callable[[str, str], str]  # (instruction text around the question, pre-fill) -> path prefix
+    settings: Settings
+    stream: bool = False
+
+
+class Aborted(Exception):
+    """Every request of a batch is over (cancelled or answered elsewhere): stop generating."""
+
+
+class GuardedStore(PathStore):
+    """PathStore that stops a batch nobody waits for, skips empty budgets, and counts calls."""
+
+    def __init__(self, gen, alive: Callable[[], bool], use_sessions=None):
+        super().__init__(gen, use_sessions)
+        self.alive, self.calls = alive, 0
+
+    def advance(self, ids, params: SamplingParams) -> list[Completion]:
+        if not self.alive():
+            raise Aborted()
+        if not ids:
+            return []
+        if params.max_tokens <= 0:  # a summary used up a path's budget: nothing left to write
+            return [Completion(text="", finish_reason="length") for _ in ids]
+        self.calls += 1
+        return super().advance(ids, params)
+
+
+def _text_of(content: Any, where: str) -> str:
+    """A message's content: a string or a list of {"type": "text", "text": ...} parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    raise RequestError(400, f"{where}: only text content is supported", param="messages", code="unsupported_content")
+
+
+def votes_of(answers: list[str | None]) -> list[dict[str, Any]]:
+    """[{"answer", "votes", "paths"}], most votes first (ties: first seen), answers stripped."""
+    groups: dict[str, list[int]] = collections.OrderedDict()
+    for i, a in enumerate(answers):
+        if a is not None and str(a).strip():
+            groups.setdefault(str(a).strip(), []).append(i)
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # stable: ties keep first-seen order
+    return [{"answer": a, "votes": len(ix), "paths": ix} for a, ix in ranked]
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """OpenAI semantics: the text before the earliest stop string (excluded)."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class Service:
+    def __init__(self, cfg: ServeConfig, generator=None, tokenizer=None):
+        from ..infer.runner import make_generator
+
+        if cfg.backend in ("hf", "vllm") and cfg.workers != 1:
+            raise ValueError(f"--workers must be 1 with the {cfg.backend} backend (one model in this process)")
+        self.cfg = cfg
+        self.gen = generator if generator is not None else make_generator(cfg.run_config())
+        tok = tokenizer or getattr(self.gen, "tok", None) or getattr(self.gen, "tokenizer", None)
+        if tok is None:
+            from ..models import load_tokenizer
+
+            tok = load_tokenizer(cfg.model)
+        self.tok = tok
+        self.similarity = get_similarity(cfg.similarity)
+        self.generator_calls = 0
+        self.requests_done = 0
+        self.tokens = 0  # completion tokens over all answered requests
+        self._batch_no = 0
+        self._lock = threading.Lock()
+        self.scheduler = Scheduler(self._run_batch, max_batch=cfg.max_batch, window=cfg.batch_window_ms / 1000,
+                                   max_queue=cfg.max_queue, workers=cfg.workers)
+
+    # ---- requests --------------------------------------------------------------------------
+    def prepare(self, kind: str, body: dict[str, Any]) -> Request:
+        """Check a parsed body (see protocol.py) and build its Request. Raises RequestError."""
+        settings, wrap = resolve_settings(self.cfg, body, completion=kind == "completion")
+        if (body.get("n") or 1) != 1:
+            raise RequestError(400, "n must be 1: one consensus answer per request; crosspath.paths sets the "
+                                    "number of reasoning paths", param="n", code="unsupported_value")
+        if kind == "chat":
+            msgs = [{"role": m["role"], "content": _text_of(m.get("content"), f"messages[{i}]")}
+                    for i, m in enumerate(body["messages"])]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+            if last is None or last != len(msgs) - 1:
+                raise RequestError(400, "the last message must come from the user", param="messages")
+            question = msgs[last]["content"]
+            return Request(kind, question, lambda user, prefill: self._chat(msgs[:-1], user, prefill), settings,
+                           bool(body.get("stream")))
+        prompt = body["prompt"]
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise RequestError(400, "prompt must be one string (a list of one string is accepted)",
+                                   param="prompt", code="unsupported_value")
+            prompt = prompt[0]
+        raw = (lambda user, prefill: user + "\n\n" + prefill) if wrap else (lambda user, prefill: prompt)
+        return Request(kind, prompt, raw, settings, bool(body.get("stream")))
+
+    def _chat(self, history: list[dict], user: str, prefill: str) -> str:
+        messages = history + [{"role": "user", "content": user}]
+        if getattr(self.tok, "chat_template", None):
+            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:  # a base model without a template
+            text = "".join(m["content"] + "\n\n" for m in messages)
+        return text + prefill
+
+    def submit(self, req: Request, sink: Callable[[str, Any], None]) -> Job:
+        s = req.settings
+        key = (s, object()) if s.seed is not None else s  # a seeded request runs alone: reproducible
+        job = Job(key=key, payload=req, sink=sink)
+        self.scheduler.submit(job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        self.scheduler.cancel(job)
+
+    # ---- batches ---------------------------------------------------------------------------
+    def _run_batch(self, jobs: list[Job]) -> None:
+        reqs: list[Request] = [j.payload for j in jobs]
+        s = reqs[0].settings
+        with self._lock:
+            self._batch_no += 1
+            batch_no = self._batch_no
+        seed = s.seed if s.seed is not None else (self.cfg.seed + 1_000_003 * batch_no) % 2**31
+        info = {"id": batch_no, "requests": len(jobs)}
+        for j in jobs:
+            j.emit("start", info)
+        prefixes: list[str] = []
+
+        def render(user: str, prefill: str = "") -> str:  # solve renders the problems in order
+            r = reqs[len(prefixes)]
+            assert r.question in user, "render was called out of problem order"
+            prefixes.append(r.render(user, prefill))
+            return prefixes[-1]
+
+        store = GuardedStore(self.gen, lambda: any(not j.over and not j.cancelled for j in jobs))
+        cfg = SimpleNamespace(paths=s.paths, temperature=s.temperature, top_p=s.top_p, sample_top_k=s.sample_top_k,
+                              top_k=s.sample_top_k, min_p=s.min_p, max_tokens=s.max_tokens, stop=list(s.stop))
+        problems = [Problem(id=str(j.id), question=r.question, answer="", source="serve") for j, r in zip(jobs, reqs)]
+        try:
+            if s.method == "leap":
+                opts = leap.LeapOptions(rounds=s.rounds, round_tokens=s.round_tokens, top_k=s.top_k, router=s.router,
+                                        summary_tokens=s.summary_tokens, answer_tokens=s.answer_tokens,
+                                        comm_rounds=s.comm_rounds, token_budget=s.max_tokens, tags=s.tags,
+                                        leap_t=s.leap_t)
+                on_round = lambda r, active: self._on_round(jobs, store, prefixes, s, r)  # noqa: E731
+                traces = leap.solve(problems, store, cfg, render, seed, opts, self.similarity, on_round=on_round)
+            else:
+                traces = independent.solve(problems, store, cfg, render, seed)
+        except Aborted:
+            for j in jobs:
+                j.emit("error", unavailable("the request was cancelled"))
+            return
+        except Exception as e:
+            log.exception("batch %d failed", batch_no)
+            for j in jobs:
+                j.emit("error", RequestError(502 if self.cfg.backend == "openai" else 500,
+                                             f"generation failed: {type(e).__name__}: {e}", type="server_error",
+                                             code="backend_error"))
+            return
+        finally:
+            with self._lock:
+                self.generator_calls += store.calls
+            store.close()
+        for j, r, tr, prefix in zip(jobs, reqs, traces, prefixes):
+            ans = self.answer(r, tr, prefix, info)
+            with self._lock:
+                self.requests_done += 1
+                self.tokens += ans["usage"]["completion_tokens"]
+            j.emit("done", ans)
+
+    def _on_round(self, jobs: list[Job], store: PathStore, prefixes: list[str], s: Settings, r: int) -> None:
+        """A "round" event per request: every path's latest summary and current answer."""
+        tags = TAG_SETS[s.tags]
+        for q, j in enumerate(jobs):
+            paths = []
+            for n in range(s.paths):
+                text = store.text(q * s.paths + n)[len(prefixes[q]):]
+                k = text.rfind(tags.open_summary)
+                summary = text[k + len(tags.open_summary):].split(tags.close_summary)[0].strip() if k >= 0 else None
+                paths.append({"index": n, "summary": summary, "answer": extract_answer(own_text(text, tags))})
+            j.emit("round", {"round": r, "paths": paths})
+
+    def answer(self, req: Request, traces: list[PathTrace], prefix: str, batch: dict) -> dict[str, Any]:
+        """The consensus reply, its usage and the `crosspath` field for one request."""
+        s = req.settings
+        answers = [extract_answer(t.own_text if t.own_text is not None else t.text) for t in traces]
+        consensus = majority_vote(answers)
+        pick = next((i for i, a in enumerate(answers) if a is not None and str(a).strip() == consensus), 0)
+        text, stopped = _cut_at_stop(traces[pick].text, s.stop)
+        finish = "stop" if stopped or traces[pick].finish not in ("length", "budget") else "length"
+        prompt_tokens = len(self.tok(prefix, add_special_tokens=False)["input_ids"]) * len(traces)
+        completion_tokens = sum(t.tokens for t in traces)
+        paths = []
+        for n, (t, a) in enumerate(zip(traces, answers)):
+            rounds = [{k: v for k, v in rd.items() if k != "text"} for rd in t.rounds] if s.method == "leap" else []
+            paths.append({"index": n, "answer": a, "tokens": t.tokens, "finish": t.finish, "rounds": rounds})
+        extra = {"method": s.method, "answer": consensus, "consensus_path": pick, "votes": votes_of(answers),
+                 "paths": paths, "batch": batch,
+                 "config": {"paths": s.paths, "max_tokens": s.max_tokens, "temperature": s.temperature,
+                            "top_p": s.top_p, "seed": s.seed,
+                            **({"rounds": s.rounds, "round_tokens": s.round_tokens, "top_k": s.top_k,
+                                "router": s.router, "summary_tokens": s.summary_tokens,
+                                "answer_tokens": s.answer_tokens} if s.method == "leap" else {})}}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        return {"text": text, "finish_reason": finish, "usage": usage, "crosspath": extra}
+
+    # ---- state and shutdown ----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {**self.scheduler.counts(), "accepting": self.scheduler.accepting,
+                "batch_sizes": self.scheduler.batch_sizes[-100:], "generator_calls": self.generator_calls,
+                "requests_done": self.requests_done, "completion_tokens": self.tokens}
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Refuse new requests, let in-flight ones finish for `timeout` s, cancel the rest (503), stop."""
+        self.scheduler.drain()
+        if not self.scheduler.wait_idle(self.cfg.shutdown_timeout if timeout is None else timeout):
+            n = self.scheduler.cancel_all()
+            log.warning("shutdown: cancelled %d request(s) still waiting after the grace period", n)
+        self.scheduler.close()

@@ -1,0 +1,240 @@
+"""`crosspath serve` end to end: the real `openai` client against the server on 127.0.0.1 (uvicorn in
+a background thread, a random free port) over the tiny random Llama with small budgets."""
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+
+from openai_stub import StubServer
+
+from crosspath.serve.app import ServerThread
+from crosspath.serve.config import ServeConfig
+from crosspath.serve.service import Service
+from crosspath.backends.hf import HFGenerator
+
+KEY = "test-key"
+NAME = "tiny-served"
+SMALL = dict(model="tiny-random", served_model_name=NAME, port=0, paths=3, rounds=2, round_tokens=6,
+             summary_tokens=4, answer_tokens=4, max_paths=4, max_body_bytes=20_000, log_level="warning")
+MSG = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine is small and shared: one torch thread is far faster than contended two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    model, tok = tiny
+    # a wide batching window makes "arrived together" deterministic for the batching test
+    svc = Service(ServeConfig(api_key=KEY, batch_window_ms=500, **SMALL), generator=HFGenerator(model, tok), tokenizer=tok)
+    with ServerThread(svc) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def _error_shape(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "code"} and err["message"]
+    return err
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [NAME]
+    assert client.models.retrieve(NAME).id == NAME
+    h = httpx.get(server.url + "/health").json()
+    assert h["status"] == "ok" and h["accepting"]
+
+
+def test_chat_completion_is_the_consensus_of_n_paths(client):
+    r = client.chat.completions.create(model=NAME, messages=MSG)
+    content = r.choices[0].message.content
+    assert isinstance(content, str) and content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    cp = r.model_extra["crosspath"]
+    assert cp["method"] == "leap" and len(cp["paths"]) == 3
+    u = r.usage
+    assert u.prompt_tokens > 0 and u.prompt_tokens % 3 == 0  # the prompt, once per path
+    assert u.completion_tokens == sum(p["tokens"] for p in cp["paths"]) > 0
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    for p in cp["paths"]:  # round 0 communicates: a summary and k=2 peers (never itself)
+        r0 = p["rounds"][0]
+        assert r0["summary"].startswith("So far")
+        assert len(r0["peers"]) == 2 and p["index"] not in [q["peer"] for q in r0["peers"]]
+    answers = [p["answer"] for p in cp["paths"]]
+    assert sum(v["votes"] for v in cp["votes"]) == sum(a is not None for a in answers)
+    if cp["answer"] is not None:
+        assert cp["votes"][0]["answer"] == cp["answer"] == answers[cp["consensus_path"]]
+
+
+def test_completion_raw_prompt_independent_and_seeded(client, tiny):
+    prompt = "Question: 2 + 3 =\nAnswer:"
+    kw = dict(model=NAME, prompt=prompt, max_tokens=5, seed=7, extra_body={"crosspath": {"method": "independent",
+                                                                                          "paths": 2}})
+    r = client.completions.create(**kw)
+    cp = r.model_extra["crosspath"]
+    assert cp["method"] == "independent" and len(cp["paths"]) == 2
+    assert all(p["tokens"] <= 5 for p in cp["paths"])
+    assert r.usage.prompt_tokens == 2 * len(tiny[1](prompt, add_special_tokens=False)["input_ids"])  # raw prompt
+    assert isinstance(r.choices[0].text, str)
+    assert client.completions.create(**kw).choices[0].text == r.choices[0].text  # a seed reproduces
+
+
+def test_streaming_sends_rounds_then_the_answer(client, server):
+    kw = dict(model=NAME, messages=MSG, seed=3)
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    rounds = [c.model_extra["crosspath"] for c in chunks if c.choices and c.model_extra.get("crosspath")
+              and "round" in c.model_extra["crosspath"]]
+    assert [r["round"] for r in rounds] == [0, 1] and all(len(r["paths"]) == 3 for r in rounds)
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and len(finish[0].model_extra["crosspath"]["paths"]) == 3
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == client.chat.completions.create(**kw).choices[0].message.content  # same seed, same answer
+    with httpx.stream("POST", server.url + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      json={"prompt": "2 + 3 =", "stream": True}, timeout=60) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["choices"][0]["finish_reason"]
+
+
+def test_errors_are_openai_shaped(server, client):
+    url = server.url + "/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert _error_shape(httpx.post(url, json={"messages": MSG}), 401)["code"] == "invalid_api_key"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=NAME, messages=MSG, extra_body={"crosspath": {"paths": 5}})
+    assert e.value.body["code"] == "too_many_paths"
+    assert _error_shape(httpx.post(url, headers=auth, json={"messages": MSG, "crosspath": {"bogus": 1}}), 400)
+    assert _error_shape(httpx.post(url, headers=auth, json={"messages": MSG, "max_tokens": 10**6}), 400)
+    big = {"messages": [{"role": "user", "content": "x" * 30_000}]}
+    assert _error_shape(httpx.post(url, headers=auth, json=big), 413)["code"] == "body_too_large"
+    assert _error_shape(httpx.post(url, headers=auth, content=b"{not json"), 422)["code"] == "invalid_json"
+    assert _error_shape(httpx.post(url, headers=auth, json={"messages": "hi"}), 422)
+    last_not_user = {"messages": MSG + [{"role": "assistant", "content": "5"}]}
+    assert _error_shape(httpx.post(url, headers=auth, json=last_not_user), 400)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other-model", messages=MSG)
+
+
+def test_concurrent_requests_run_as_one_batch(server, client):
+    svc = server.service
+    before, calls0 = len(svc.scheduler.batch_sizes), svc.generator_calls
+    go, out = threading.Barrier(2), [None, None]
+
+    def ask(i):
+        go.wait()
+        out[i] = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": f"{i} + 1?"}])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(o is not None and o.choices[0].message.content for o in out)
+    assert svc.scheduler.batch_sizes[before:] == [2]
+    batches = [o.model_extra["crosspath"]["batch"] for o in out]
+    assert batches[0] == batches[1] and batches[0]["requests"] == 2
+    # one LeaP run for both: 2 rounds + 1 summary call + the forced answer, not twice that
+    assert svc.generator_calls - calls0 <= 4
+
+
+def test_openai_backend_votes_and_stop():
+    """--backend openai: paths are generated by an upstream server (a scripted stub here)."""
+    with StubServer() as stub:
+        cfg = ServeConfig(backend="openai", base_url=[stub.url], upstream_model=stub.model, **SMALL)
+        with ServerThread(Service(cfg)) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="-", max_retries=0, timeout=60)
+            r = client.completions.create(model=NAME, prompt="ECHO: 2 + 3 = \\boxed{5}")
+            assert r.choices[0].text == " 2 + 3 = \\boxed{5}" and r.choices[0].finish_reason == "stop"
+            cp = r.model_extra["crosspath"]
+            assert cp["answer"] == "5" and cp["votes"] == [{"answer": "5", "votes": 3, "paths": [0, 1, 2]}]
+            assert r.usage.completion_tokens == 3 * 5  # every path echoed 5 whitespace tokens, then EOS
+            cut = client.completions.create(model=NAME, prompt="ECHO: 2 + 3 = \\boxed{5}", stop=["="])
+            assert cut.choices[0].text == " 2 + 3 " and cut.choices[0].finish_reason == "stop"
+        assert {b["model"] for b in stub.requests} == {stub.model}
+
+
+class SlowGen:
+    """The tiny model, `delay` seconds slower per generator call (keeps a request in flight)."""
+
+    def __init__(self, gen, delay):
+        self._gen, self.delay = gen, delay
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def advance(self, handles, params):
+        time.sleep(self.delay)
+        return self._gen.advance(handles, params)
+
+
+def _in_flight(svc, timeout=30.0):
+    end = time.monotonic() + timeout
+    while svc.stats()["running"] == 0:
+        assert time.monotonic() < end, "the request never started"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("grace, delay, status", [(20.0, 0.2, 200), (0.3, 1.0, 503)])
+def test_graceful_shutdown(tiny, grace, delay, status):
+    """SIGTERM (should_exit): stop accepting; an in-flight request finishes within the grace
+    period, or is answered 503 when the grace period runs out."""
+    model, tok = tiny
+    cfg = ServeConfig(shutdown_timeout=grace, **{**SMALL, "served_model_name": None})
+    srv = ServerThread(Service(cfg, generator=SlowGen(HFGenerator(model, tok), delay), tokenizer=tok)).start()
+    url, result = srv.url, {}
+
+    def ask():
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG}, timeout=60)
+        result["status"], result["body"] = r.status_code, r.json()
+
+    t = threading.Thread(target=ask)
+    t.start()
+    _in_flight(srv.service)
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    refused = False
+    for _ in range(100):  # bounded: new work is refused while the request is still being served
+        try:
+            refused = httpx.get(url + "/health", timeout=2).status_code == 503
+        except httpx.TransportError:
+            refused = True
+        if refused:
+            break
+        time.sleep(0.05)
+    assert refused
+    t.join(60)
+    stopper.join(60)
+    assert result["status"] == status
+    if status == 200:
+        assert result["body"]["choices"][0]["message"]["content"]
+    else:
+        assert result["body"]["error"]["code"] == "unavailable"
+    assert not srv.thread.is_alive()
+
+
+def test_cli_serve_parser():
+    from crosspath.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "tiny-random", "--paths", "2", "--api-key", "k",
+                                      "--base-url", "http://a/v1", "http://b/v1"])
+    assert args.command == "serve" and args.paths == 2 and args.base_url == ["http://a/v1", "http://b/v1"]
+    assert callable(args.func)
