@@ -176,6 +176,8 @@ class HFGenerator:
 
     @torch.no_grad()
     def _advance(self, handles: list[int], params: SamplingParams) -> list[Completion]:
+        if params.max_tokens <= 0:
+            return [Completion(text="", finish_reason="length") for _ in handles]
         paths = [self._paths[h] for h in handles]
         pend = [self._pending_ids(p) for p in paths]
         B, dev = len(paths), self.device
