@@ -1,0 +1,250 @@
+"""Generation speed: crosspath's `hf` backend next to plain transformers `model.generate`.
+
+    python benchmarks/generation.py [--model smollm2-135m] [--batch-sizes 1,4,8] [--max-tokens 64]
+                                    [--repeats 3] [--threads N] [--modes greedy,sampled]
+
+Prints the machine and the command, then two Markdown tables:
+
+1. Throughput. The same model, prompts (the model's chat template around short questions, via
+   `crosspath.models.render_prompt`, left-padded when batched) and lengths, run through
+   `model.generate` and through `HFGenerator.generate`, at every batch size, greedy (temperature 0)
+   and sampled (temperature 0.6, top_p 0.95, no top-k; `--modes sampled-seed` adds ours with a
+   per-request seed). Each cell: the median of `--repeats` timed calls, after one warm-up call of
+   each side per batch size; the two sides alternate (A B, B A, ...) so drift in a shared machine's
+   load falls on both. ratio = crosspath tok/s / model.generate tok/s (> 1: ours is faster). Both
+   sides are timed end to end, text in and text out: tokenising the prompts, generating, decoding.
+
+   Fair lengths: every row of both sides generates exactly `--max-tokens` tokens. EOS is switched
+   off on both sides rather than masked: `model.generate` gets `eos_token_id=V` (V = the vocabulary
+   size, an id no token has, so no row stops) and the HFGenerator instance gets `eos_ids = set()`.
+   No logits processor is added to either side, so under greedy decoding both must write the same
+   tokens; the last column counts the rows where they do (a correctness check; float summation
+   order differs between batch shapes, so a rare near-tie may flip). tok/s counts the tokens
+   actually returned (batch x max_tokens when all is well).
+
+2. Session continuation (one path, greedy, EOS off). A ~`--prefix-tokens` prefix (chat template
+   + a long arithmetic "reasoning" text) is opened and advanced by 1 token, which fills its KV
+   cache; then ~`--append-tokens` of text is appended (`extend`) and `--continue-tokens` tokens
+   are generated. Timed: that last `advance` (it prefills only the appended text) against
+   `generate([full_text])` on the same text, which re-reads the whole prefix; `model.generate` on
+   the same text is shown too. A second pair of columns times the same calls with max_tokens 1
+   (prefill + first token), the part the kept cache speeds up; the decode steps after it cost the
+   same on both sides. Median of `--repeats` after a warm-up; each session repeat opens a fresh
+   path (the prefix prefill is not timed: it is paid once per path in LeaP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+import transformers
+
+from crosspath.backends.base import SamplingParams
+from crosspath.backends.hf import HFGenerator
+from crosspath.models import load_model, render_prompt
+
+# ---- defaults (all overridable on the command line) ------------------------------------------
+MODEL = "smollm2-135m"
+BATCH_SIZES = "1,4,8"
+MAX_TOKENS = 64
+REPEATS = 3
+MODES = "greedy,sampled"  # also: sampled-seed (ours with a per-request seed: one torch.Generator per row)
+SAMPLED = dict(temperature=0.6, top_p=0.95)
+PREFIX_TOKENS, APPEND_TOKENS, CONTINUE_TOKENS = 1000, 50, 50
+
+QUESTIONS = [  # different lengths, so batched prompts really are left-padded
+    "What is 17 + 25?",
+    "A farmer has 3 fields with 12 cows each. He sells 7 cows. How many cows are left?",
+    "Explain why the sum of two odd numbers is always even.",
+    "Tom reads 15 pages a day for a week, then 20 pages a day for 3 days. How many pages did he read in total?",
+    "What is 9 times 8, minus 14?",
+    "List the prime numbers between 10 and 30 and add them up.",
+    "A train travels 60 km in 45 minutes. What is its average speed in km per hour?",
+    "If x + 3 = 11, what is 2x?",
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; "
+            f"torch {torch.__version__}; transformers {transformers.__version__}; Python {platform.python_version()}")
+
+
+def revision() -> str:
+    """The commit of the checkout, and whether the backend file differs from it."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD") or "?"
+        dirty = git("status", "--porcelain", "--", "../src/crosspath/backends/hf.py")
+        return head + (" (hf.py modified in the working tree)" if dirty else "")
+    except OSError:
+        return "?"
+
+
+# ---- one timed call on each side ---------------------------------------------------------------
+def run_model_generate(model, tok, prompts: list[str], max_tokens: int, sampling: dict | None):
+    """-> (seconds, tokens generated, generated ids per row)."""
+    t0 = time.perf_counter()
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    kw = dict(do_sample=True, top_k=0, **sampling) if sampling else dict(do_sample=False)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_tokens, eos_token_id=model.config.vocab_size, pad_token_id=tok.pad_token_id, **kw)
+    new = out[:, enc["input_ids"].shape[1]:]  # [B, max_tokens]
+    tok.batch_decode(new, skip_special_tokens=True)
+    return time.perf_counter() - t0, new.numel(), new.tolist()
+
+
+def run_ours(gen: HFGenerator, prompts: list[str], params: SamplingParams):
+    t0 = time.perf_counter()
+    comps = gen.generate(prompts, params)
+    return time.perf_counter() - t0, sum(c.num_tokens for c in comps), [c.token_ids for c in comps]
+
+
+def bench(runs, repeats: int, warmup: bool = True) -> list[tuple[float, int, list]]:
+    """Warm every run up (one untimed call), then time them in turn, order reversed every other
+    repeat (A B, B A, ...). -> per run: (median seconds, tokens of the last call, its generated ids).
+    """
+    for run in runs if warmup else ():
+        run()
+    times: list[list[float]] = [[] for _ in runs]
+    last: list[tuple] = [()] * len(runs)
+    for r in range(repeats):
+        order = range(len(runs)) if r % 2 == 0 else reversed(range(len(runs)))
+        for k in order:
+            s, n, ids = runs[k]()
+            times[k].append(s)
+            last[k] = (n, ids)
+    return [(statistics.median(t), n, ids) for t, (n, ids) in zip(times, last)]
+
+
+# ---- 1. throughput ------------------------------------------------------------------------------
+def throughput(model, tok, gen: HFGenerator, args) -> list[str]:
+    rows = ["| batch | mode | model.generate tok/s | crosspath hf tok/s | ratio | greedy rows identical |",
+            "|---:|---|---:|---:|---:|---|"]
+    for b in args.batch_sizes:
+        prompts = [render_prompt(tok, QUESTIONS[i % len(QUESTIONS)]) for i in range(b)]
+        for m, mode in enumerate(args.modes):
+            sampling = None if mode == "greedy" else SAMPLED
+            params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0 if sampling is None else SAMPLED["temperature"],
+                                    top_p=1.0 if sampling is None else SAMPLED["top_p"],
+                                    seed=0 if mode == "sampled-seed" else None)
+            (sa, na, ids_a), (sb, nb, ids_b) = bench(
+                [lambda: run_model_generate(model, tok, prompts, args.max_tokens, sampling),
+                 lambda: run_ours(gen, prompts, params)], args.repeats, warmup=m == 0)  # once per batch size
+            same = f"{sum(x == y for x, y in zip(ids_a, ids_b))}/{b}" if mode == "greedy" else "-"
+            ra, rb = na / sa, nb / sb
+            rows.append(f"| {b} | {mode} | {ra:.1f} | {rb:.1f} | {rb / ra:.2f} | {same} |")
+            print(f"  batch {b} {mode}: generate {ra:.1f} tok/s ({na} tok), ours {rb:.1f} tok/s ({nb} tok)",
+                  file=sys.stderr, flush=True)
+    return rows
+
+
+# ---- 2. session continuation -------------------------------------------------------------------
+def long_text(tok, n_tokens: int, start: int = 0) -> str:
+    """Arithmetic 'reasoning' of about n_tokens tokens (cut on a token boundary of its own encoding)."""
+    lines, i = [], start
+    while len(tok("".join(lines), add_special_tokens=False)["input_ids"]) < n_tokens:
+        a, b = 3 * i + 7, 5 * i + 2
+        lines.append(f"Step {i + 1}: we add {a} and {b}, which gives {a + b}; then we check it against the total. ")
+        i += 1
+    ids = tok("".join(lines), add_special_tokens=False)["input_ids"][:n_tokens]
+    return tok.decode(ids)
+
+
+def continuation(model, tok, gen: HFGenerator, args) -> list[str]:
+    base = render_prompt(tok, "Add up the numbers step by step and report the total.")
+    prefix = base + long_text(tok, args.prefix_tokens - len(tok(base, add_special_tokens=False)["input_ids"]))
+    append = "\n\nHints from peers: " + long_text(tok, args.append_tokens - 5, start=500)
+    greedy = SamplingParams(max_tokens=args.continue_tokens, temperature=0.0)
+    state = {}
+
+    def session(n: int):
+        h = gen.open(prefix)
+        gen.advance([h], greedy.with_(max_tokens=1))  # fills the prefix's KV cache (not timed)
+        gen.extend(h, append)
+        state["full"], state["cached"] = gen.text(h), gen.cached_tokens(h)
+        t0 = time.perf_counter()
+        c = gen.advance([h], greedy.with_(max_tokens=n))[0]
+        s = time.perf_counter() - t0
+        gen.close(h)
+        return s, c.num_tokens, [c.token_ids]
+
+    session(1)  # fills state["full"]: the text both sides continue
+    full, n = state["full"], args.continue_tokens
+    (s_sess, n_sess, ids_sess), (s_re, n_re, ids_re), (s_mg, n_mg, _), (f_sess, _, _), (f_re, _, _) = bench(
+        [lambda: session(n), lambda: run_ours(gen, [full], greedy),
+         lambda: run_model_generate(model, tok, [full], n, None),
+         lambda: session(1), lambda: run_ours(gen, [full], greedy.with_(max_tokens=1))], args.repeats)
+    n_full = len(tok(full, add_special_tokens=False)["input_ids"])
+    return [
+        f"The path holds {n_full} tokens of text when the timed call starts: {state['cached']} in the session's KV "
+        f"cache, {n_full - state['cached']} new (the appended text and the 1 token written by the fill call). "
+        f"Greedy outputs of session and re-encoding identical: {ids_sess == ids_re}.",
+        "",
+        f"| continuation | seconds, {n} tokens | speed-up | seconds, first token only | speed-up |",
+        "|---|---:|---:|---:|---:|",
+        f"| session: `extend` + `advance` (prefix KV kept) | {s_sess:.3f} | {s_re / s_sess:.2f}x | {f_sess:.3f} | {f_re / f_sess:.2f}x |",
+        f"| re-encode: `generate([full_text])`, fresh call | {s_re:.3f} | 1.00x | {f_re:.3f} | 1.00x |",
+        f"| re-encode: `model.generate(full_text)` | {s_mg:.3f} | {s_re / s_mg:.2f}x | | |",
+        "",
+        f"Tokens generated: session {n_sess}, re-encode {n_re}, model.generate {n_mg}. "
+        "Speed-up = re-encode seconds / row seconds.",
+    ]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=MODEL, help="a crosspath model name, HF id or local folder")
+    ap.add_argument("--batch-sizes", default=BATCH_SIZES, help="comma-separated batch sizes")
+    ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens generated per row")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="timed calls per cell (median reported)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    ap.add_argument("--modes", default=MODES, help="comma-separated: greedy, sampled, sampled-seed")
+    ap.add_argument("--prefix-tokens", type=int, default=PREFIX_TOKENS, help="continuation: prefix length")
+    ap.add_argument("--append-tokens", type=int, default=APPEND_TOKENS, help="continuation: appended text length")
+    ap.add_argument("--continue-tokens", type=int, default=CONTINUE_TOKENS, help="continuation: tokens generated")
+    args = ap.parse_args(argv)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    args.modes = [m for m in args.modes.split(",") if m]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    t_start = time.perf_counter()
+    print("# Generation benchmark: crosspath hf backend vs transformers model.generate\n")
+    print(f"Command: `python {shlex.join(sys.argv)}`  ")
+    print(f"Machine: {machine()}; load average at start: {os.getloadavg()[0]:.2f}  ")
+    print(f"crosspath revision: {revision()}  ")
+    model, tok = load_model(args.model)
+    tok.padding_side = "left"
+    gen = HFGenerator(model, tok, max_batch=max(args.batch_sizes))
+    gen.eos_ids = set()  # EOS off: every row writes exactly max_tokens (see the docstring)
+    print(f"Model: {args.model} on {gen.device}, {model.dtype}; max_tokens {args.max_tokens}; "
+          f"median of {args.repeats} after a warm-up; sampled = temperature {SAMPLED['temperature']}, top_p {SAMPLED['top_p']}\n")
+    print("## Throughput (tokens/s, higher is better; ratio = crosspath / model.generate)\n")
+    print("\n".join(throughput(model, tok, gen, args)) + "\n", flush=True)
+    print("## Session continuation (one path, greedy)\n")
+    print("\n".join(continuation(model, tok, gen, args)) + "\n")
+    print(f"Total wall time: {time.perf_counter() - t_start:.0f} s; load average at end: {os.getloadavg()[0]:.2f} "
+          f"(other processes on this machine take CPU from the benchmark when it is above 0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Does training lift held-out accuracy? GRPO vs M3PO, one algorithm and seed per invocation.
+
+    python benchmarks/learning.py --algo grpo|m3po --seed S [--steps 60] [--model smollm2-135m]
+                                  [--eval-every 20] [--threads N] [--root runs/bench/learning]
+    python benchmarks/learning.py --table          # aggregate everything recorded so far
+
+Task: rg:chain_sum with 2-3 terms of 1 digit; held-out set: 200 questions generated with seed 1234
+(the same for every run; removed from the training set), scored by greedy decoding (one path, no
+blend) with the training prompt. Training: crosspath's Trainer with its defaults for this setting
+(2 questions x 8 completions x 64 tokens per step, T 0.8, LoRA r16/alpha 32 all-linear, AdamW
+lr 5e-5, cosine with 10% warmup, clip 0.1, beta 0; M3PO lambda 0.1, T 0.1, similarity weights).
+Evaluation at step 0, every `--eval-every` steps and at the end gives the accuracy curve.
+
+Each invocation appends one row (algo, seed, steps, accuracy before/after, the curve, wall time,
+machine, command) to benchmarks/results/learning.jsonl, so the comparison builds up over several
+sittings; a killed invocation resumes from its last checkpoint when started again with the same
+arguments (its run directory is <root>/<algo>-s<seed>-k<steps>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; GPU: {gpu}; "
+            f"torch {torch.__version__}; Python {platform.python_version()}")
+
+
+def table(path: Path = RESULTS) -> str:
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    if not rows:
+        return f"no results in {path} yet"
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["algo"], r["steps"], r["eval_size"]), []).append(r)
+
+    def fmt(xs):
+        spread = f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else ""
+        return f"{100 * statistics.mean(xs):.1f}{spread}"
+
+    out = ["| model | algo | steps | held-out | seeds | accuracy before % | accuracy after % | gain (points) | "
+           "h per run |", "|---|---|---|---|---|---|---|---|---|"]
+    for (model, algo, steps, n), rs in sorted(groups.items()):
+        before, after = [r["before"] for r in rs], [r["after"] for r in rs]
+        gain = [a - b for a, b in zip(after, before)]
+        seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+        hours = statistics.mean(r["wall_seconds"] for r in rs) / 3600
+        out.append(f"| {model} | {algo} | {steps} | {n} | {seeds} | {fmt(before)} | {fmt(after)} | {fmt(gain)} | "
+                   f"{hours:.2f} |")
+    out.append("\nCurves (eval accuracy % by step):")
+    for r in rows:
+        curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
+        out.append(f"- {r['algo']} seed {r['seed']} ({r['model']}, {r['steps']} steps): {curve}")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--algo", choices=("grpo", "m3po"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--eval-size", type=int, default=200, help="held-out questions (200 for the recorded figures)")
+    ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--root", default="runs/bench/learning", help="parent of the run directories")
+    ap.add_argument("--table", action="store_true", help="print the aggregate table of the results JSONL and exit")
+    ap.add_argument("--results", default=str(RESULTS), help="results JSONL to append to (default: %(default)s)")
+    ap.add_argument("--no-save", action="store_true", help="do not append to the results JSONL")
+    ap.add_argument("--force", action="store_true", help="run even if this model/algo/seed/steps is recorded")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(Path(args.results)))
+        return 0
+    if not args.algo:
+        ap.error("--algo is required (or --table)")
+    import torch
+
+    from crosspath.train.common import latest_checkpoint
+    from crosspath.train.trainer import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    key = (args.model, args.algo, args.seed, args.steps, args.eval_size)
+    done = [json.loads(ln) for ln in Path(args.results).read_text().splitlines() if ln.strip()] \
+        if Path(args.results).exists() else []
+    if not args.force and any((r["model"], r["algo"], r["seed"], r["steps"], r["eval_size"]) == key for r in done):
+        print(f"{key} is already recorded in {args.results} (--force runs it again)\n\n" + table(Path(args.results)))
+        return 0
+    out = Path(args.root) / f"{args.algo}-s{args.seed}-k{args.steps}"
+    cfg = TrainConfig(algo=args.algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
+                      eval_seed=1234, eval_every=args.eval_every, max_new_tokens=args.max_new_tokens,
+                      save_every=max(args.eval_every, 1), out=str(out),
+                      resume=latest_checkpoint(out) is not None, overwrite=True)
+    t0 = time.time()
+    trainer = Trainer(cfg)
+    trainer.fit()
+    if not trainer.dist.main:
+        return 0
+    rows = trainer.run.read_metrics()
+    curve = [(r["step"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    train_secs = sum(r.get("step_seconds", 0.0) for r in rows)
+    result = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "command": shlex.join(sys.argv),
+              "model": args.model, "algo": args.algo, "seed": args.seed, "steps": args.steps,
+              "eval_size": args.eval_size, "before": curve[0][1], "after": curve[-1][1], "curve": curve,
+              "train_seconds": round(train_secs, 1), "wall_seconds": round(time.time() - t0, 1),
+              "mean_reward": statistics.mean(r["reward_mean"] for r in rows if "reward_mean" in r),
+              "run": str(out)}
+    print(f"\n# Learning: {args.algo} seed {args.seed}\n\nMachine: {machine()}  \n"
+          f"Command: `python {shlex.join(sys.argv)}`\n")
+    print("| step | held-out greedy accuracy % |\n|---|---|")
+    for s, a in curve:
+        print(f"| {s} | {100 * a:.1f} |")
+    if not args.no_save:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(f"\nappended to {args.results}; aggregate: python benchmarks/learning.py --table")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

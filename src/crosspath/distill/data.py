@@ -1,0 +1,160 @@
+"""Supervised examples for distillation: JSONL rows -> token ids + labels, per student tokenizer.
+
+A training sample is tokenizer-free text (`Sample`): the user prompt, the target text the student
+must learn to write, and character spans of the target that carry no loss (LeaP-T masks its
+injected peer blocks). Each student encodes it with its OWN tokenizer and chat template:
+
+    prompt  = render_prompt(tok, user)            -> labels -100 (no loss)
+    target  = completion text + EOS               -> labels = the ids, except tokens that overlap a
+                                                     masked character span (-100)
+
+The target is tokenized in one piece, and a token is masked when its character span (the fast
+tokenizer's offsets) overlaps a masked span, so masking never depends on how a tokenizer splits.
+
+>>> s = Sample(id="q", user="What is 2+3?", target="2+3=5. <comment>hi</comment> So 5.", masked=[(6, 28)])
+>>> s.trained_chars
+12
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+IGNORE = -100
+
+
+@dataclass
+class Sample:
+    id: str  # question id (several samples may share one)
+    user: str  # the user turn; each student renders its own chat template around it
+    target: str  # what the student learns to write
+    masked: list[tuple[int, int]] = field(default_factory=list)  # [start, end) char spans of target, no loss
+    style: str = ""  # teacher style (QR-Distill) or "" (LeaP-T)
+    question: str = ""  # the question alone (the router reads question + target)
+
+    @property
+    def trained_chars(self) -> int:
+        return len(self.target) - sum(e - s for s, e in self.masked)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss
+    chars: int  # characters of the target that carry loss (the router's per-character normaliser)
+
+
+def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+    """JSONL rows; a half-written (unterminated or unparseable) last line is skipped, not an error.
+
+    `repair` also cuts that line off the file (the writer does this before appending to it).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good = [], 0
+    raw = path.read_bytes()
+    lines = raw.splitlines(keepends=True)
+    for n, line in enumerate(lines):
+        try:
+            if line.strip():
+                if not line.endswith(b"\n") and n == len(lines) - 1:
+                    raise ValueError("unterminated last line")
+                rows.append(json.loads(line))
+            good += len(line)
+        except ValueError:
+            if n == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{n + 1}: not a JSON line") from None
+    if repair and good < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    tmp.replace(path)
+
+
+def encode_sft(tok, prompt: str, target: str, masked: Sequence[tuple[int, int]] = (), max_len: int | None = None,
+               add_eos: bool = True) -> Encoded | None:
+    """prompt (already rendered) + target -> ids and labels; None when nothing trainable is left.
+
+    Tokens of the prompt get IGNORE; target tokens keep their id unless their character span
+    overlaps one of `masked`. The EOS token closes the target and is trained (the student learns
+    to stop). `max_len` cuts the end of the target, never the prompt.
+    """
+    if not getattr(tok, "is_fast", False):
+        raise ValueError("distillation needs a fast tokenizer (character offsets for label masking)")
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    ids, labels = list(p_ids), [IGNORE] * len(p_ids)
+    for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+        hidden = any(a < e and s < max(b, a + 1) for s, e in masked)  # overlap of [a, b) and [s, e)
+        ids.append(t)
+        labels.append(IGNORE if hidden else t)
+    if add_eos and tok.eos_token_id is not None:
+        ids.append(tok.eos_token_id)
+        labels.append(tok.eos_token_id)
+    if max_len is not None:
+        ids, labels = ids[:max_len], labels[:max_len]
+    if all(lb == IGNORE for lb in labels):
+        return None
+    return Encoded(ids, labels, max(1, len(target) - sum(e - s for s, e in masked)))
+
+
+def collate(batch: Sequence[Encoded], pad_id: int):
+    """Right-padded tensors: input_ids, attention_mask, labels [B, T]; chars [B]."""
+    import torch
+
+    T = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)  # [B, T]
+    labels = torch.full((len(batch), T), IGNORE, dtype=torch.long)  # [B, T]
+    mask = torch.zeros((len(batch), T), dtype=torch.long)  # [B, T]
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    chars = torch.tensor([float(e.chars) for e in batch])  # [B]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "chars": chars}
+
+
+def sequence_nll(logits, labels):
+    """Per-sequence summed NLL of the labelled tokens and their count.
+
+    logits [B, T, V] predict the next token; labels [B, T] (IGNORE = no loss).
+    Returns (nll_sum [B], n_tokens [B]).
+
+    >>> import torch
+    >>> lg = torch.zeros(1, 3, 4)  # uniform over 4 tokens: every labelled token costs log 4
+    >>> s, n = sequence_nll(lg, torch.tensor([[IGNORE, 1, 2]]))
+    >>> round(float(s[0]), 4), int(n[0])
+    (2.7726, 2)
+    """
+    import torch.nn.functional as F
+
+    B, T, V = logits.shape
+    target = labels[:, 1:]  # [B, T-1]
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), target.reshape(-1), ignore_index=IGNORE,
+                         reduction="none").view(B, T - 1)  # [B, T-1]
+    keep = (target != IGNORE).float()  # [B, T-1]
+    return (ce * keep).sum(1), keep.sum(1)
+
+
+def pooled_hidden(hidden, labels):
+    """Mean of the last hidden state over the target tokens that carry loss (sequence pooling).
+
+    hidden [B, T, H], labels [B, T] -> [B, H]. Pooling over the sequence is what makes students
+    with different tokenizers comparable: their token positions do not line up, their sequences do.
+    """
+    keep = (labels != IGNORE).unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # [B, H]

@@ -1,0 +1,97 @@
+"""RL training: GRPO and M3PO with LoRA.
+
+    grpo.py     group advantages, k3 KL, the policy losses (pure tensor functions)
+    m3po.py     the cross-path blend of thinking inputs (pure tensor function)
+    rollout.py  step-by-step sampler that can blend inputs and records them; greedy decoding
+    common.py   LoRA, optimizer/schedule, run directory, atomic checkpoints, NaN guard, distributed
+    trainer.py  the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
+
+TrainConfig, the trainer's options with their defaults and help, is defined here: importing it
+must not import torch, because `crosspath --help` builds the train flags from it.
+
+>>> from crosspath.train import TrainConfig
+>>> from crosspath.train.trainer import Trainer                       # torch, transformers, peft
+>>> rows = Trainer(TrainConfig(algo="m3po", steps=20, out="runs/m3po")).fit()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crosspath.config import field
+from crosspath.models import DEFAULT_MODEL
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # == grpo.LOSS_TYPES (a test checks)
+SCALES = ("group", "batch", "none")  # == grpo.SCALES
+WEIGHTINGS = ("similarity", "uniform")  # == m3po.WEIGHTINGS
+TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
+
+
+@dataclass
+class TrainConfig:
+    algo: str = field("grpo", "grpo, or m3po (GRPO + cross-path blend of thinking inputs)", choices=("grpo", "m3po"))
+    model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
+    dtype: str = field("float32", "weights dtype: float32, bfloat16 (GPU), float16")
+    device: str | None = field(None, "cpu, cuda, cuda:1 (default: cuda:<LOCAL_RANK> if available, else cpu)")
+    task: str = field("rg:chain_sum", "task spec (see `crosspath tasks`)")
+    task_options: dict | None = field(None, "task options as JSON (default for rg:chain_sum: 2-3 terms of 1 digit)")
+    task_seed: int = field(0, "seed of the generated training set")
+    train_size: int = field(2000, "training questions (eval questions are removed from them)")
+    eval_size: int = field(200, "held-out questions for the greedy evaluation")
+    eval_seed: int = field(1234, "seed of the generated held-out set (differs from task_seed)")
+    steps: int = field(100, "optimizer steps in total (a resumed run with a larger value extends it)")
+    questions_per_step: int = field(2, "B: questions per step, over all ranks (a multiple of the world size)")
+    group_size: int = field(8, "G: completions per question")
+    max_new_tokens: int = field(64, "completion length (paper: 1024)")
+    temperature: float = field(0.8, "sampling temperature, also applied to the loss log-probs (HRPO: 0.5)")
+    top_k: int = field(0, "sampling top-k (0 = off)")
+    top_p: float = field(1.0, "sampling top-p (1 = off)")
+    lr: float = field(5e-5, "peak learning rate (paper: 5e-6 with LoRA r 32)")
+    betas: list[float] = field([0.9, 0.99], "AdamW betas")
+    weight_decay: float = field(0.1, "AdamW weight decay")
+    warmup_ratio: float = field(0.1, "share of the steps with linear warmup, then cosine decay")
+    max_grad_norm: float = field(0.1, "gradient-norm clip (paper 0.1; <= 0: off)")
+    optim: str = field("adamw", "adamw, or adamw_8bit (bitsandbytes)", choices=("adamw", "adamw_8bit"))
+    beta: float = field(0.0, "KL coefficient to the base model (paper 0.005; 0 skips the reference forward)")
+    loss_type: str = field("grpo", "loss aggregation", choices=LOSS_TYPES)
+    scale_rewards: str = field("group", "advantage scaling by the std of the group, the batch, or none", choices=SCALES)
+    epsilon: float | None = field(None, "PPO clip range (None: no clipping, exact for num_iterations 1)")
+    epsilon_high: float | None = field(None, "upper clip range (default: epsilon)")
+    num_iterations: int = field(1, "updates per rollout batch (> 1 reuses it: set --epsilon)")
+    marker: str = field("####", "answer marker; the thinking phase ends where it appears")
+    marker_rule: bool = field(True, "reward 0 when the marker appears more than once (HRPO/M3PO)")
+    filter_groups: bool = field(False, "drop all-equal-reward groups and sample more questions to refill")
+    max_filter_rounds: int = field(4, "filter_groups: extra sampling rounds per step at most")
+    micro_batch_size: int = field(16, "completions per forward/backward; their gradients accumulate")
+    gradient_checkpointing: bool = field(False, "recompute activations in the backward (saves memory)")
+    lora_r: int = field(16, "LoRA rank (paper: 32)")
+    lora_alpha: int = field(32, "LoRA alpha (paper: 64)")
+    lora_dropout: float = field(0.0, "LoRA dropout")
+    target_modules: list[str] = field(["all-linear"], "LoRA target modules, or all-linear")
+    m3po_lambda: float = field(0.1, "M3PO: weight of the peer mix in the thinking inputs (0 = GRPO)")
+    m3po_temperature: float = field(0.1, "M3PO: softmax temperature on the cosine similarities")
+    m3po_weighting: str = field("similarity", "M3PO: peer weights", choices=WEIGHTINGS)
+    m3po_ref_replay: bool = field(True, "M3PO: the reference model reads the same blended inputs as the policy, "
+                                        "so the KL measures only the adapter's drift (off: plain token ids)")
+    eval_every: int = field(20, "greedy held-out evaluation every N steps, at the start and at the end (0 = off)")
+    eval_batch_size: int = field(32, "questions per greedy evaluation batch")
+    save_every: int = field(20, "checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = field(3, "keep the last K checkpoints (0 = all)")
+    log_samples: int = field(8, "completions per step written to samples/step-N.jsonl")
+    seed: int = field(0, "seed of LoRA init, data order and sampling")
+    out: str | None = field(None, "run directory (default: runs/train-<algo>-<task>-<model>)")
+    resume: bool = field(False, "continue from the last complete checkpoint in --out")
+    overwrite: bool = field(False, "replace an existing run directory")
+    tensorboard: bool = field(True, "also write tensorboard logs to <out>/tb")
+    progress: bool = field(True, "show a progress bar")
+
+    def resolved_task_options(self) -> dict:
+        return dict(TASK_DEFAULTS.get(self.task, {}) if self.task_options is None else self.task_options)
+
+
+def __getattr__(name):
+    if name in ("Trainer", "train"):
+        from crosspath.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'crosspath.train' has no attribute {name!r}")

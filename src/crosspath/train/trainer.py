@@ -1,0 +1,411 @@
+"""The GRPO / M3PO training loop: LoRA, rewards, advantages, the update, evaluation, checkpoints.
+
+One step (docs/training.md has the math and every logged metric):
+
+    questions  B per step (each rank its B/W share), from a seeded per-epoch shuffle of the train set
+    rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
+               M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
+    rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
+    filter     (optional) drop groups whose rewards are all equal, draw more questions to refill
+    advantages group_advantages(rewards, G, scale_rewards)
+    update     micro-batches of `micro_batch_size` completions; GRPO scores plain ids, M3PO replays
+               the recorded (blended) inputs; reference = the model with the adapter disabled
+               (skipped when beta = 0); each micro-batch loss is divided by the global batch's
+               counts, so the summed gradient (over micro-batches and ranks) is the full-batch one
+    optimizer  all-reduce grads, clip, AdamW step, cosine schedule step (num_iterations times)
+    log        metrics.jsonl, samples/step-N.jsonl; every eval_every steps greedy held-out accuracy
+    save       checkpoints/step-N/ every save_every steps and at the end; the adapter in final/
+
+Test time: `greedy_decode` (one path, no blend) with the same prompt: `crosspath train-eval`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from crosspath.config import to_dict
+from crosspath.models import load_model, render_prompt
+from crosspath.tasks import count_markers, grade, load_task
+from crosspath.train import TrainConfig, common  # TrainConfig lives in __init__: a light import for the CLI
+from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
+from crosspath.train.m3po import make_hook
+from crosspath.train.rollout import Rollout, greedy_decode, sample_rollouts, sequence_logprobs
+
+# HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
+PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
+          "followed by your final answer.")
+RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
+               "log_samples", "progress", "tensorboard", "device", "eval_batch_size"}
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
+    return Path("runs") / f"train-{cfg.algo}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
+
+
+def load_splits(cfg: TrainConfig):
+    """(train, eval) problems; eval questions that also appear in train are dropped from train."""
+    opts = cfg.resolved_task_options()
+    evals = load_task(cfg.task, limit=cfg.eval_size, seed=cfg.eval_seed, **opts) if cfg.eval_size else []
+    seen = {p.question for p in evals}
+    train = [p for p in load_task(cfg.task, limit=cfg.train_size, seed=cfg.task_seed, **opts)
+             if p.question not in seen]
+    return train, evals
+
+
+def reward(problem, text: str, marker: str = "####", marker_rule: bool = True) -> tuple[float, bool, int]:
+    """(reward, correct, marker count): correctness from `grade`, 0 when the marker repeats."""
+    correct = grade(problem, text)[1]
+    n = count_markers(text, marker)
+    return float(correct and not (marker_rule and n > 1)), correct, n
+
+
+def evaluate(model, tokenizer, problems, cfg: TrainConfig) -> tuple[dict, list[dict]]:
+    """Greedy, one path, no blend, training prompt. Returns (sums, rows) for this process's problems."""
+    rows = []
+    for i in range(0, len(problems), cfg.eval_batch_size):
+        batch = problems[i: i + cfg.eval_batch_size]
+        prompts = [render_prompt(tokenizer, PROMPT.format(question=p.question, marker=cfg.marker)) for p in batch]
+        for p, text in zip(batch, greedy_decode(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                                                marker=cfg.marker)):
+            answer, correct = grade(p, text)
+            rows.append({"id": p.id, "gold": p.answer, "answer": answer, "correct": correct,
+                         "markers": count_markers(text, cfg.marker), "text": text})
+    sums = {"correct": sum(r["correct"] for r in rows), "format": sum(r["markers"] == 1 for r in rows),
+            "n": len(rows)}
+    return sums, rows
+
+
+def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate rollouts row-wise: prompts re-padded on the left, completions on the right."""
+    if len(parts) == 1:
+        return parts[0]
+    p, t = max(r.prompt_ids.shape[1] for r in parts), max(r.completion_ids.shape[1] for r in parts)
+
+    def pad(x, width, value, left=False):  # [N, w, ...] -> [N, width, ...]
+        if x is None:
+            return None
+        extra = [0, 0] * (x.dim() - 2) + ([width - x.shape[1], 0] if left else [0, width - x.shape[1]])
+        return torch.nn.functional.pad(x, extra, value=value)
+
+    cat = lambda name, width, value, left=False: (  # noqa: E731
+        None if getattr(parts[0], name) is None
+        else torch.cat([pad(getattr(r, name), width, value, left) for r in parts]))
+    return Rollout(prompt_ids=cat("prompt_ids", p, pad_id, True), prompt_mask=cat("prompt_mask", p, 0, True),
+                   completion_ids=cat("completion_ids", t, pad_id), completion_mask=cat("completion_mask", t, 0),
+                   thinking_mask=cat("thinking_mask", t, False), logprobs=cat("logprobs", t, 0.0),
+                   sampling_logprobs=cat("sampling_logprobs", t, 0.0), inputs_embeds=cat("inputs_embeds", t, 0.0),
+                   texts=[x for r in parts for x in r.texts], group_size=parts[0].group_size)
+
+
+def trim(r: Rollout) -> Rollout:
+    """Drop prompt columns that are padding in every row and completion columns after every EOS."""
+    p0 = int(r.prompt_mask.any(0).long().argmax())
+    t = max(int(r.completion_mask.sum(1).max()), 1)
+    cut = lambda x: None if x is None else x[:, :t]  # noqa: E731
+    return replace(r, prompt_ids=r.prompt_ids[:, p0:], prompt_mask=r.prompt_mask[:, p0:],
+                   completion_ids=cut(r.completion_ids), completion_mask=cut(r.completion_mask),
+                   thinking_mask=cut(r.thinking_mask), logprobs=cut(r.logprobs),
+                   sampling_logprobs=cut(r.sampling_logprobs), inputs_embeds=cut(r.inputs_embeds))
+
+
+class Trainer:
+    """Holds the model, optimizer, data stream and run directory; `fit()` runs the loop."""
+
+    def __init__(self, cfg: TrainConfig, model=None, tokenizer=None):
+        if cfg.questions_per_step < 1 or cfg.group_size < 2:
+            raise ValueError("questions_per_step must be >= 1 and group_size >= 2")
+        self.cfg = cfg
+        self.dist = common.init_distributed(cfg.device)
+        if cfg.questions_per_step % self.dist.world_size:
+            raise ValueError(f"questions_per_step {cfg.questions_per_step} is not a multiple of "
+                             f"the world size {self.dist.world_size}")
+        self.local_b = cfg.questions_per_step // self.dist.world_size
+        self.out = Path(cfg.out) if cfg.out else default_out(cfg)
+        self._prepare_out()
+        if model is None:
+            model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=self.dist.device)
+        self.tok = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        common.set_seed(cfg.seed)
+        self.model = common.setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.params = common.trainable_parameters(self.model)
+        common.broadcast_params(self.params)
+        self.optimizer = common.make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
+                                               eight_bit=cfg.optim == "adamw_8bit")
+        self.scheduler = common.make_scheduler(self.optimizer, cfg.steps * cfg.num_iterations, cfg.warmup_ratio)
+        self.train_set, self.eval_set = load_splits(cfg)
+        if not self.train_set:
+            raise ValueError(f"no training questions for {cfg.task} (train_size {cfg.train_size})")
+        self.hook = (make_hook(cfg.group_size, cfg.m3po_lambda, cfg.m3po_temperature, cfg.m3po_weighting)
+                     if cfg.algo == "m3po" else None)
+        self.run = common.RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
+        self.step, self.position, self.last_checkpoint, self._perm = 0, 0, None, (-1, None)
+        ckpt = common.latest_checkpoint(self.out) if cfg.resume else None
+        if ckpt is not None:
+            state = common.load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.dist.rank)
+            self.step, self.position, self.last_checkpoint = state["step"], state["data_position"], ckpt
+            self.run.truncate_metrics(self.step)
+        elif self.dist.main and self.run.metrics_path.exists():
+            self.run.metrics_path.unlink()  # --resume without a checkpoint: start over
+        self.run.save_config(cfg)
+
+    def _prepare_out(self) -> None:
+        cfg, saved = self.cfg, self.out / "config.yaml"
+        if cfg.resume and saved.exists():
+            import yaml
+
+            old, new = yaml.safe_load(saved.read_text()), to_dict(cfg)
+            diff = sorted(k for k in new if k not in RESUME_FREE and old.get(k) != new[k])
+            if diff:
+                raise ValueError(f"{self.out} was trained with other values of {diff}; resume with the same "
+                                 "options (only steps, eval/save/log options may change) or use another --out")
+        elif (self.out / "metrics.jsonl").exists() or (self.out / common.CHECKPOINTS).exists():
+            if not cfg.overwrite:
+                raise FileExistsError(f"{self.out} already holds a training run: pass --resume to continue "
+                                      "it or --overwrite to replace it")
+            if self.dist.main:
+                import shutil
+
+                for name in ("metrics.jsonl", common.CHECKPOINTS, "samples", "tb", "final"):
+                    target = self.out / name
+                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            common.barrier()
+
+    # --- data and rollouts ---------------------------------------------------------------------
+
+    def questions(self, position: int) -> list:
+        """This rank's share of the B questions at global data `position` (a seeded shuffle per epoch)."""
+        n, out = len(self.train_set), []
+        start = position + self.dist.rank * self.local_b
+        for k in range(start, start + self.local_b):
+            epoch, i = divmod(k, n)
+            if self._perm[0] != epoch:
+                gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+                self._perm = (epoch, torch.randperm(n, generator=gen).tolist())
+            out.append(self.train_set[self._perm[1][i]])
+        return out
+
+    def sample(self, problems, step: int, attempt: int = 0) -> Rollout:
+        cfg = self.cfg
+        prompts = [render_prompt(self.tok, PROMPT.format(question=p.question, marker=cfg.marker)) for p in problems]
+        seed = (cfg.seed * 1_000_003 + step * 10_007 + attempt * 101 + self.dist.rank) % 2**62
+        try:
+            return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
+                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                   top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
+                                   marker=cfg.marker)
+        except RuntimeError as e:  # multinomial on NaN probabilities: the weights already broke
+            if "probability tensor" not in str(e):
+                raise
+            common.check_finite({"sampling probabilities": float("nan")}, step, [p.id for p in problems],
+                                self.last_checkpoint)
+            raise
+
+    # --- the update ---------------------------------------------------------------------------
+
+    def update(self, rollout: Rollout | None, advantages: torch.Tensor | None, ids: list[str] = (),
+               step: int | None = None) -> dict:
+        """num_iterations optimizer steps on one rollout batch (this rank's rows). Returns stats.
+
+        Every micro-batch loss is divided by the GLOBAL sequence / token counts, and the gradients
+        are summed over ranks, so any split of the rows over micro-batches and ranks gives the
+        gradient of the whole batch in one piece. A rank may pass rollout=None (no rows).
+        """
+        cfg, model = self.cfg, self.model
+        step = self.step + 1 if step is None else step
+        rows = 0 if rollout is None else len(rollout.texts)
+        tokens = 0 if rollout is None else int(rollout.completion_mask.sum())
+        live = 0 if advantages is None else int((advantages != 0).sum())
+        n_seq, n_tok, n_live = common.all_reduce_sum([rows, tokens, live])
+        chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
+        if n_live == 0 and cfg.beta <= 0:  # every advantage is 0: the gradient is exactly 0, skip the forwards
+            chunks = []
+        refs, olds = [None] * len(chunks), [None] * len(chunks)
+        replay = cfg.algo == "m3po"
+        total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0,
+                 "lr": self.optimizer.param_groups[0]["lr"]}
+        model.train()
+        for it in range(cfg.num_iterations):
+            sums = [0.0, 0.0, 0.0]  # loss, kl * tokens, clip_frac * tokens
+            for c, rows_c in enumerate(chunks):
+                mb = trim(rollout.select(rows_c))
+                if cfg.beta > 0 and refs[c] is None:
+                    with torch.no_grad(), model.disable_adapter():
+                        refs[c] = sequence_logprobs(model, mb, use_recorded_embeds=replay and cfg.m3po_ref_replay,
+                                                    temperature=cfg.temperature)
+                logp = sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature)
+                loss, st = policy_loss(logp, olds[c], refs[c], advantages[rows_c], mb.completion_mask,
+                                       cfg.loss_type, cfg.beta, cfg.epsilon, cfg.epsilon_high,
+                                       max_completion_length=cfg.max_new_tokens,
+                                       num_items_in_batch=max(n_tok, 1.0), num_sequences=max(int(n_seq), 1))
+                loss.backward()
+                if cfg.num_iterations > 1 and it == 0:
+                    olds[c] = logp.detach()
+                active = float(mb.completion_mask.sum())
+                sums = [sums[0] + loss.item(), sums[1] + st["kl"] * active, sums[2] + st["clip_frac"] * active]
+            for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            common.all_reduce_grads(self.params)
+            loss_g, kl_g, clip_g = common.all_reduce_sum(sums)
+            grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
+            common.check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            per_token = max(n_tok, 1.0)
+            for k, v in zip(("loss", "kl", "clip_frac", "grad_norm"), (loss_g, kl_g / per_token, clip_g / per_token,
+                                                                       grad_norm)):
+                total[k] += v / cfg.num_iterations
+        if cfg.beta <= 0:
+            total["kl"] = None
+        if cfg.epsilon is None:
+            del total["clip_frac"]
+        return total
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """group_advantages; with scale_rewards=batch over several ranks the std is the global one."""
+        cfg = self.cfg
+        if cfg.scale_rewards != "batch" or not self.dist.active:
+            return group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+        centered = group_advantages(rewards, cfg.group_size, "none")
+        s, s2, n = common.all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
+        std = max((s2 - s * s / n) / max(n - 1, 1), 0.0) ** 0.5
+        return centered / (std + 1e-4)
+
+    # --- one step, evaluation, the loop --------------------------------------------------------
+
+    def train_step(self) -> dict:
+        cfg, g, step, t0 = self.cfg, self.cfg.group_size, self.step + 1, time.time()
+        kept, kept_rewards, kept_problems = [], [], []
+        seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0,
+                "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0}
+        for attempt in range(1 + (cfg.max_filter_rounds if cfg.filter_groups else 0)):
+            problems = self.questions(self.position)
+            self.position += cfg.questions_per_step
+            r = self.sample(problems, step, attempt)
+            scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule) for i, t in enumerate(r.texts)]
+            rewards = torch.tensor([s[0] for s in scored])  # [b*G]
+            lengths = r.completion_mask.sum(1)  # [b*G]
+            keep = filter_groups(rewards, g) if cfg.filter_groups else torch.ones(len(problems), dtype=torch.bool)
+            room = self.local_b - len(kept_problems)
+            take = [i for i in range(len(problems)) if keep[i]][:room]
+            for k, v in (("reward", rewards.sum()), ("correct", sum(s[1] for s in scored)),
+                         ("format", sum(s[2] == 1 for s in scored)), ("tokens", lengths.sum()),
+                         ("truncated", (lengths >= cfg.max_new_tokens).sum()),
+                         ("thinking", r.thinking_mask.sum()), ("groups", len(problems)),
+                         ("group_std", rewards.view(-1, g).std(1).sum()), ("dropped", int((~keep).sum()))):
+                seen[k] += float(v)
+            if take:
+                rows = [i * g + j for i in take for j in range(g)]
+                kept.append(r.select(rows))
+                kept_rewards.append(rewards[rows])
+                kept_problems += [problems[i] for i in take]
+            if attempt == 0:
+                first = (problems, r, scored)
+            short = common.all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
+            if not cfg.filter_groups or short == 0:
+                break
+        t_roll = time.time()
+        rollout = cat_rollouts(kept, self.pad_id) if kept else None
+        adv = self.advantages(torch.cat(kept_rewards)) if kept else None
+        n_groups = common.all_reduce_sum([len(kept_problems)])[0]
+        ids = [p.id for p in kept_problems]
+        if n_groups > 0:
+            stats = self.update(rollout, None if adv is None else adv.to(rollout.completion_ids.device), ids, step)
+        else:  # every group filtered out on every rank: nothing to learn from, skip the update
+            stats = {"loss": 0.0, "kl": None, "grad_norm": 0.0, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.step = step
+        sums = common.all_reduce_sum(list(seen.values()))
+        s = dict(zip(seen, sums))
+        n = max(s["groups"] * g, 1.0)
+        row = {"step": step, "epoch": round(self.position / len(self.train_set), 4), "data_position": self.position,
+               "reward_mean": s["reward"] / n, "reward_std": s["group_std"] / max(s["groups"], 1.0),
+               "accuracy": s["correct"] / n, "format_rate": s["format"] / n,
+               "completion_length": s["tokens"] / n, "truncated_rate": s["truncated"] / n,
+               "thinking_share": s["thinking"] / max(s["tokens"], 1.0),
+               "groups_trained": int(n_groups), "filtered_frac": s["dropped"] / max(s["groups"], 1.0),
+               **stats, "skipped": n_groups == 0,
+               "rollout_seconds": round(t_roll - t0, 3), "update_seconds": round(time.time() - t_roll, 3)}
+        row["step_seconds"] = round(time.time() - t0, 3)
+        self._write_samples(step, *first)
+        return row
+
+    def _write_samples(self, step, problems, r, scored) -> None:
+        g, rows = self.cfg.group_size, []
+        for i, text in enumerate(r.texts[: self.cfg.log_samples]):
+            p = problems[i // g]
+            rows.append({"step": step, "id": p.id, "question": p.question, "gold": p.answer, "text": text,
+                         "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
+                         "tokens": int(r.completion_mask[i].sum())})
+        self.run.write_samples(f"step-{step}", rows)
+
+    def evaluate(self) -> dict:
+        shard = self.eval_set[self.dist.rank:: self.dist.world_size]
+        sums, rows = evaluate(self.model, self.tok, shard, self.cfg)
+        c, f, n = common.all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
+        all_rows = [x for part in common.all_gather_objects(rows) for x in part]
+        self.run.write_samples(f"eval-step-{self.step}", all_rows)
+        return {"eval_accuracy": c / max(n, 1.0), "eval_format_rate": f / max(n, 1.0), "eval_questions": int(n)}
+
+    def save(self) -> Path:
+        state = {"data_position": self.position, "world_size": self.dist.world_size, "config": to_dict(self.cfg)}
+        self.last_checkpoint = common.save_checkpoint(self.run, self.step, self.model, self.optimizer,
+                                                      self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints)
+        return self.last_checkpoint
+
+    def fit(self) -> list[dict]:
+        """Run until cfg.steps; returns the metrics rows of this call."""
+        cfg, rows = self.cfg, []
+        bar = None
+        if cfg.progress and self.dist.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=cfg.algo, unit="step")
+        if self.step == 0 and cfg.eval_every and self.eval_set:
+            row = {"step": 0, **self.evaluate()}
+            self.run.log(row)
+            rows.append(row)
+        while self.step < cfg.steps:
+            row = self.train_step()
+            last = self.step == cfg.steps
+            if cfg.eval_every and self.eval_set and (self.step % cfg.eval_every == 0 or last):
+                row.update(self.evaluate())
+            self.run.log(row)
+            rows.append(row)
+            if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                self.save()
+            if bar:
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", acc=f"{row['accuracy']:.3f}",
+                                **({"eval": f"{row['eval_accuracy']:.3f}"} if "eval_accuracy" in row else {}))
+        if bar:
+            bar.close()
+        self.save_final()
+        self.run.close()
+        return rows
+
+    def save_final(self) -> None:
+        """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
+        if self.dist.main:
+            import shutil
+
+            tmp, final = self.out / ".tmp-final", self.out / "final"
+            shutil.rmtree(tmp, ignore_errors=True)
+            common.save_weights(self.model, tmp)
+            self.tok.save_pretrained(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        common.barrier()
+
+
+def train(cfg: TrainConfig, **kwargs) -> list[dict]:
+    """Build a Trainer and run it. kwargs (model=, tokenizer=) pass a preloaded base model."""
+    return Trainer(cfg, **kwargs).fit()

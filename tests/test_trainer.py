@@ -1,0 +1,240 @@
+"""The GRPO/M3PO trainer on the tiny random Llama: what changes, what is logged, resume, NaN guard.
+
+The tiny model never solves a sum, so most tests swap the reward for one that depends on the text
+(deterministic, varied within a group), which gives non-zero advantages and real updates.
+"""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from crosspath.tasks import count_markers
+from crosspath.train import trainer as trainer_mod
+from crosspath.train.common import NonFiniteError, latest_checkpoint
+from crosspath.train.trainer import TrainConfig, Trainer
+
+TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}
+FIELDS = {"step", "epoch", "data_position", "reward_mean", "reward_std", "accuracy", "format_rate",
+          "completion_length", "truncated_rate", "thinking_share", "groups_trained", "filtered_frac",
+          "loss", "kl", "grad_norm", "lr", "skipped"} | TIMING
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def text_reward(problem, text, marker="####", marker_rule=True):
+    """A stand-in reward the random model can earn: 1 for an even character count."""
+    r = float(len(text) % 2 == 0)
+    return r, bool(r), count_markers(text, marker)
+
+
+@pytest.fixture
+def fake_reward(monkeypatch):
+    monkeypatch.setattr(trainer_mod, "reward", text_reward)
+
+
+def config(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(model="tiny-random", device="cpu", steps=2, questions_per_step=2, group_size=4,
+                max_new_tokens=8, train_size=40, eval_size=4, eval_every=0, save_every=1,
+                warmup_ratio=0.0, lr=1e-2, max_grad_norm=1.0, micro_batch_size=5, tensorboard=False,
+                progress=False, out=str(tmp_path / name))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def lora_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_steps_change_lora_only_and_log_everything(tmp_path, fake_reward):
+    cfg = config(tmp_path, eval_every=2, beta=0.05)
+    t = Trainer(cfg)
+    before = {k: v.detach().clone() for k, v in t.model.named_parameters()}
+    t.fit()
+    after = dict(t.model.named_parameters())
+    lora = [k for k in before if "lora_" in k]
+    assert lora and all(after[k].requires_grad for k in lora)
+    assert any(not torch.equal(before[k], after[k]) for k in lora if "lora_B" in k)
+    for k in before:
+        if "lora_" not in k:
+            assert torch.equal(before[k], after[k]), f"base weight {k} changed"
+
+    run = tmp_path / "run"
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: evaluation before training
+    assert "eval_accuracy" in rows[0] and "eval_accuracy" in rows[2]
+    for r in rows[1:]:
+        assert FIELDS <= set(r), FIELDS - set(r)
+        assert r["groups_trained"] == 2 and r["kl"] is not None
+    assert (run / "samples" / "step-1.jsonl").exists() and (run / "samples" / "eval-step-2.jsonl").exists()
+    assert latest_checkpoint(run).name == "step-2"
+
+    # the final adapter loads through crosspath.models (what `crosspath eval --adapter` does)
+    from crosspath.models import load_model
+
+    loaded, _ = load_model("tiny-random", device="cpu", adapter=str(run / "final"))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    t.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, t.model(input_ids=ids).logits)
+
+
+def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypatch):
+    common = dict(steps=4, save_every=2, eval_every=2)
+    straight = Trainer(config(tmp_path, "straight", **common))
+    straight.fit()
+
+    cfg = config(tmp_path, "killed", **common)
+    original = Trainer.train_step
+
+    def killed_at_step_4(self):
+        if self.step == 3:  # step 3 was logged, the last checkpoint is step 2
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg).fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    (tmp_path / "killed" / "checkpoints" / ".tmp-step-4").mkdir()  # a save cut short
+    assert latest_checkpoint(tmp_path / "killed").name == "step-2"
+    assert [r["step"] for r in metrics(tmp_path / "killed")] == [0, 1, 2, 3]
+
+    resumed = Trainer(replace(cfg, resume=True))
+    assert (resumed.step, resumed.position) == (2, 4)
+    resumed.fit()
+    a, b = lora_state(straight.model), lora_state(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(metrics(tmp_path / "straight")) == strip(metrics(tmp_path / "killed"))
+
+    longer = Trainer(replace(cfg, resume=True, steps=5))
+    assert longer.step == 4
+    longer.fit()
+    assert [r["step"] for r in metrics(tmp_path / "killed")][-2:] == [4, 5]
+    assert latest_checkpoint(tmp_path / "killed").name == "step-5"
+
+    with pytest.raises(ValueError, match="lr"):  # a resume with another hyperparameter is refused
+        Trainer(replace(cfg, resume=True, lr=1.0))
+    with pytest.raises(FileExistsError):
+        Trainer(cfg)
+
+
+def test_nan_guard_names_step_batch_and_checkpoint(tmp_path, fake_reward, monkeypatch):
+    real = trainer_mod.policy_loss
+    t = Trainer(config(tmp_path, steps=3))
+
+    def nan_at_step_2(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return (loss * float("nan") if t.step == 1 else loss), stats
+
+    monkeypatch.setattr(trainer_mod, "policy_loss", nan_at_step_2)
+    ids = [p.id for p in t.questions(2)]  # the questions of step 2 (data position 2)
+    with pytest.raises(NonFiniteError) as err:
+        t.fit()
+    msg = str(err.value)
+    assert "at step 2" in msg and all(i in msg for i in ids)
+    assert str(tmp_path / "run" / "checkpoints" / "step-1") in msg
+    saved = Trainer(config(tmp_path, steps=3, resume=True))  # the NaN update was not applied
+    for k, v in lora_state(saved.model).items():
+        assert torch.equal(v, dict(t.model.named_parameters())[k])
+
+
+def test_m3po_lambda_zero_equals_grpo(tmp_path, fake_reward):
+    grpo = Trainer(config(tmp_path, "grpo", algo="grpo"))
+    grpo.fit()
+    m3po = Trainer(config(tmp_path, "m3po0", algo="m3po", m3po_lambda=0.0))
+    m3po.fit()
+    a, b = lora_state(grpo.model), lora_state(m3po.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(metrics(tmp_path / "grpo")) == strip(metrics(tmp_path / "m3po0"))
+
+    blended = Trainer(config(tmp_path, "m3po", algo="m3po", m3po_lambda=0.5, steps=1))
+    r = blended.sample(blended.questions(0), step=1)
+    plain = blended.model.get_input_embeddings()(r.completion_ids)  # [N, T, D]
+    thinking = r.thinking_mask & r.completion_mask.bool()
+    assert not torch.allclose(r.inputs_embeds[thinking], plain[thinking])  # peers were blended in
+
+
+def test_filter_groups_refills_the_batch(tmp_path, monkeypatch):
+    def half_solved(problem, text, marker="####", marker_rule=True):
+        if int(problem.id.rsplit("-", 1)[1]) % 2 == 0:
+            return 1.0, True, 0  # an "easy" question: every completion right, advantage 0
+        return text_reward(problem, text)
+
+    monkeypatch.setattr(trainer_mod, "reward", half_solved)
+    t = Trainer(config(tmp_path, steps=2, filter_groups=True, max_filter_rounds=6, save_every=0))
+    rows = t.fit()
+    for r in rows:
+        assert r["groups_trained"] == 2
+        assert r["filtered_frac"] > 0 and r["data_position"] > 2 * r["step"]
+    assert rows[-1]["data_position"] == t.position
+
+
+def test_config_choices_match_the_math_modules_and_cli_stays_light():
+    import subprocess
+    import sys
+
+    from crosspath import train
+    from crosspath.train import grpo, m3po
+
+    assert (train.LOSS_TYPES, train.SCALES, train.WEIGHTINGS) == (grpo.LOSS_TYPES, grpo.SCALES, m3po.WEIGHTINGS)
+    code = ("import sys, crosspath.train.cli, crosspath.train; crosspath.train.TrainConfig; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_cat_rollouts_and_trim_keep_every_log_prob(tiny):
+    from crosspath.train.rollout import sample_rollouts, sequence_logprobs
+    from crosspath.train.trainer import cat_rollouts, trim
+
+    model, tok = tiny
+    a = sample_rollouts(model, tok, ["a short prompt"], group_size=2, max_new_tokens=3, seed=0,
+                        record_embeds=True)
+    b = sample_rollouts(model, tok, ["a much longer prompt than the first one"], group_size=2,
+                        max_new_tokens=6, seed=1, record_embeds=True)
+    both = cat_rollouts([a, b], tok.pad_token_id)
+    assert both.completion_ids.shape[1] == b.completion_ids.shape[1] and len(both.texts) == 4
+    with torch.no_grad():
+        joined = sequence_logprobs(model, trim(both.select([0, 1, 2, 3])), use_recorded_embeds=True)
+        for part, rows in ((a, [0, 1]), (b, [2, 3])):
+            alone = sequence_logprobs(model, part, use_recorded_embeds=True) * part.completion_mask
+            t = part.completion_ids.shape[1]
+            torch.testing.assert_close((joined * both.completion_mask)[rows, :t], alone, atol=1e-5, rtol=0)
+        short = trim(both.select([0, 1]))  # a's rows: the extra left padding and right columns go
+        assert short.prompt_ids.shape == a.prompt_ids.shape and short.completion_ids.shape == a.completion_ids.shape
+        torch.testing.assert_close(sequence_logprobs(model, short) * short.completion_mask,
+                                   sequence_logprobs(model, a) * a.completion_mask, atol=1e-5, rtol=0)
+
+
+def test_cli_train_then_train_eval(tmp_path, capsys):
+    import yaml
+
+    from crosspath.cli import main
+
+    out = tmp_path / "cli-run"
+    args = ["train", "--model", "tiny-random", "--device", "cpu", "--steps", "1", "--group-size", "2",
+            "--max-new-tokens", "4", "--train-size", "10", "--eval-size", "2", "--eval-every", "0",
+            "--task-options", '{"min_terms": 2, "max_terms": 2, "max_digits": 1}', "--no-tensorboard",
+            "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["task_options"] == {"min_terms": 2, "max_terms": 2, "max_digits": 1} and saved["steps"] == 1
+    assert main(args) == 2  # the run exists: --resume or --overwrite
+    assert main(["train-eval", "--run", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert f"{out / 'final'}" in table and "| 2 |" in table
+    assert len((out / "eval-final.jsonl").read_text().splitlines()) == 2
