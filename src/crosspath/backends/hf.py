@@ -30,6 +30,7 @@ class _Path:
     ids: list[int] = field(default_factory=list)  # tokens whose KV is in `kv`
     ends: list[int] = field(default_factory=list)  # ends[j] = char offset in `text` where token j ends
     kv: torch.Tensor | None = None  # [layers, 2, kv_heads, len(ids), head_dim]
+    ephemeral: bool = False  # a stateless request: its cache is not copied out of the batch
 
     @property
     def cached_chars(self) -> int:
@@ -156,6 +157,8 @@ class HFGenerator:
     # ---- stateless API -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         handles = [self.open(pr) for pr in prompts for _ in range(params.n)]
+        for h in handles:
+            self._paths[h].ephemeral = True  # closed right after: keep no cache
         try:
             return self.advance(handles, params.with_(n=1))
         finally:
@@ -282,12 +285,13 @@ class HFGenerator:
         keep = 0
         while keep < len(all_ends) and all_ends[keep] <= new_len:
             keep += 1
-        keep = min(keep, len(fed))
+        keep = 0 if p.ephemeral else min(keep, len(fed))
         valid = mask[row, : cache.layers[0].keys.shape[-2]].nonzero().squeeze(-1)[:keep]  # [keep]
-        p.kv = torch.stack([torch.stack([lay.keys[row][:, valid], lay.values[row][:, valid]]) for lay in cache.layers])
+        if keep:
+            p.kv = torch.stack([torch.stack([lay.keys[row][:, valid], lay.values[row][:, valid]]) for lay in cache.layers])
+        else:
+            p.kv = None
         p.ids, p.ends = fed[:keep], all_ends[:keep]
         p.text += text
-        if not keep:
-            p.kv = None
         return Completion(text=text, token_ids=list(gen), finish_reason=reason, stop=hit,
                           logprobs=list(lps) if params.logprobs else None)
