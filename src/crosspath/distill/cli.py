@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     from .filter import FilterConfig
     from .generate import GenerateConfig
     from .leap_t import LeapTConfig
-    from .qr import QRConfig
+    from . import QRConfig
 
     p = subparsers.add_parser("distill", help="QR-Distill (generate, filter, train) and LeaP-T",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
