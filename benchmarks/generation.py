@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -49,6 +48,7 @@ import transformers
 from crosspath.backends.base import SamplingParams
 from crosspath.backends.hf import HFGenerator
 from crosspath.models import load_model, render_prompt
+from crosspath.envinfo import machine
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -69,19 +69,6 @@ QUESTIONS = [  # different lengths, so batched prompts really are left-padded
     "A train travels 60 km in 45 minutes. What is its average speed in km per hour?",
     "If x + 3 = 11, what is 2x?",
 ]
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; "
-            f"torch {torch.__version__}; transformers {transformers.__version__}; Python {platform.python_version()}")
 
 
 def revision() -> str:

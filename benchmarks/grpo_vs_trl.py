@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -50,22 +49,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from crosspath.envinfo import machine
 
 RESULTS = Path(__file__).parent / "results" / "grpo_vs_trl.jsonl"
 LR, BETAS, WD, CLIP, TEMP = 5e-5, (0.9, 0.99), 0.1, 0.1, 0.8
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "?"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; GPU: {gpu}; "
-            f"torch {torch.__version__}; Python {platform.python_version()}")
 
 
 def rss_mib() -> float:

@@ -22,27 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
+from crosspath.envinfo import machine
 
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "?"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; GPU: {gpu}; "
-            f"torch {torch.__version__}; Python {platform.python_version()}")
 
 
 def table(path: Path = RESULTS) -> str:

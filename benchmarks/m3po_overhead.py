@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -34,19 +33,9 @@ import torch
 
 from crosspath.train import trainer as trainer_mod
 from crosspath.train.trainer import TrainConfig, Trainer
+from crosspath.envinfo import machine
 
 RESULTS = Path(__file__).parent / "results" / "m3po_overhead.jsonl"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; GPU: {gpu}; "
-            f"torch {torch.__version__}; Python {platform.python_version()}")
 
 
 def parity_reward(problem, text, marker="####", marker_rule=True):
