@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from crosspath.infer.analysis import influence_table
 from crosspath.infer.runner import RunConfig, read_results, run
+from crosspath.envinfo import machine
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -58,22 +58,6 @@ CONFIGS = {  # name -> RunConfig overrides
     "hybrid": dict(method="leap", router="hybrid"),
     "semantic": dict(method="leap", router="dispersed", similarity="semantic"),
 }
-
-
-def machine() -> str:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; "
-            f"torch {torch.__version__}; transformers {transformers.__version__}; Python {platform.python_version()}")
 
 
 def path_budget(a) -> int:

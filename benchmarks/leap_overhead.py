@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from crosspath.backends.base import SamplingParams
 from crosspath.infer.runner import RunConfig, run
+from crosspath.envinfo import machine
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -50,22 +50,6 @@ TEMPERATURE, TOP_P, SEED = 0.6, 0.95, 0
 REPEATS = 1
 ROOT = "runs/bench/leap_overhead"
 TARGET_LEAP_VS_INDEPENDENT, TARGET_KV_SPEEDUP = 1.15, 1.5
-
-
-def machine() -> str:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"CPU: {cpu}; cores: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; "
-            f"torch {torch.__version__}; transformers {transformers.__version__}; Python {platform.python_version()}")
 
 
 def base_config(a, name: str, **kw) -> RunConfig:

@@ -35,6 +35,17 @@ def _base_type(tp):
     return tp, None
 
 
+def json_dict(text: str) -> dict:
+    """argparse type for options given as a JSON object, e.g. --task-options '{"max_terms": 3}'."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"max_terms\": 3}'")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

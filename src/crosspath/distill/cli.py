@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import add_arguments, from_args
+from ..config import add_arguments, json_dict, from_args
 
 DESCRIPTION = """Distillation from many reasoning paths.
 
@@ -71,18 +71,8 @@ def add_parser(subparsers) -> None:
     lt.set_defaults(func=_cmd_leap_t)
 
 
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"max_terms\": 3}'")
-    return value
-
-
 def _json_flag(p, flag: str, dest: str, help: str) -> None:
-    p.add_argument(flag, dest=dest, type=_json_dict, default=argparse.SUPPRESS, metavar="JSON", help=help)
+    p.add_argument(flag, dest=dest, type=json_dict, default=argparse.SUPPRESS, metavar="JSON", help=help)
 
 
 def _cmd_generate(args) -> int:

@@ -17,17 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from crosspath.config import add_arguments
-
-
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"max_terms\": 4}'")
-    return value
+from crosspath.config import add_arguments, json_dict
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
@@ -35,7 +25,7 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) 
 
     p.add_argument("--config", help="YAML file with any of the options below (flags win)")
     add_arguments(p, TrainConfig, skip={"task_options"} | set(skip))
-    p.add_argument("--task-options", dest="task_options", type=_json_dict, default=argparse.SUPPRESS,
+    p.add_argument("--task-options", dest="task_options", type=json_dict, default=argparse.SUPPRESS,
                    metavar="JSON", help="task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3}' "
                                         "(default for rg:chain_sum: 2-3 terms of 1 digit)")
 
