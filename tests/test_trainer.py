@@ -238,3 +238,9 @@ def test_cli_train_then_train_eval(tmp_path, capsys):
     table = capsys.readouterr().out
     assert f"{out / 'final'}" in table and "| 2 |" in table
     assert len((out / "eval-final.jsonl").read_text().splitlines()) == 2
+    # `crosspath eval --run` is the same evaluation; options it cannot honour are refused, not ignored
+    (out / "eval-final.jsonl").unlink()
+    assert main(["eval", "--run", str(out)]) == 0
+    assert f"{out / 'final'}" in capsys.readouterr().out and (out / "eval-final.jsonl").exists()
+    assert main(["eval", "--run", str(out), "--task", "demo"]) == 2
+    assert "cannot be combined with ['task']" in capsys.readouterr().err

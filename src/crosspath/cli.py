@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from . import __version__
@@ -31,8 +32,13 @@ def _run_parser(sub):
     add_arguments(p, RunConfig)
     p.set_defaults(func=_cmd_run)
     e = sub.add_parser("eval", help="greedy accuracy of a model (optionally with a LoRA adapter): one path per question",
-                       description="Greedy evaluation: one path per question, temperature 0, no exchange.")
+                       description="Greedy evaluation: one path per question, temperature 0, no exchange. With "
+                                   "--run DIR (a `crosspath train` run) it scores that run's adapter on its held-out "
+                                   "set with the training prompt, as `crosspath train-eval --run DIR` does.")
     e.add_argument("--config", help="YAML file with options (flags win)")
+    e.add_argument("--run", help="a training run directory: evaluate its adapter (DIR/final, else the newest "
+                                 "checkpoint, or --adapter) with the run's model, task, prompt and held-out set; "
+                                 "only --adapter may be combined with it (more options: crosspath train-eval)")
     add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
                                       "round_tokens", "top_k", "router", "similarity", "summary_tokens",
                                       "answer_tokens", "comm_rounds", "token_budget", "tags", "leap_t"})
@@ -50,6 +56,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    if args.run:
+        from .infer.runner import RunConfig
+
+        given = sorted(k for k in vars(args) if k in {f.name for f in dataclasses.fields(RunConfig)} - {"adapter"})
+        if given or args.config:
+            raise ValueError(f"--run takes model, task and held-out set from the training run; it cannot be "
+                             f"combined with {given or ['--config']} (use crosspath train-eval --run DIR ...)")
+        return main(["train-eval", "--run", args.run] + (["--adapter", args.adapter] if "adapter" in args else []))
     args.method = "greedy"
     return _cmd_run(args)
 
