@@ -55,6 +55,20 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_gen):
         run(_cfg(tmp_path, limit=1, temperature=0.1, resume=True), generator=tiny_gen, progress=False)
 
 
+def test_threads_option_sets_torch_threads_and_does_not_block_resume(tmp_path, tiny_gen):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        run(_cfg(tmp_path, limit=1, threads=1), generator=tiny_gen, progress=False)
+        assert torch.get_num_threads() == 1
+        # a resumed run may use another thread count: it is not part of the configuration's identity
+        run(_cfg(tmp_path, limit=2, resume=True), generator=tiny_gen, progress=False)
+        assert len(read_results(tmp_path / "run" / "results.jsonl")) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_leap_run_records_traces(tmp_path, tiny_gen):
     cfg = _cfg(tmp_path, method="leap", rounds=2, round_tokens=5, summary_tokens=3, answer_tokens=3, limit=2,
                batch_questions=2, paths=3)

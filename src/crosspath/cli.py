@@ -102,7 +102,8 @@ def _cmd_tasks(args) -> int:
 def _cmd_demo(args) -> int:
     from .infer.runner import RunConfig, format_table, run
 
-    common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4)
+    common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4,
+                  threads=args.threads)
     leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, top_k=2,
                      router="dispersed", out=f"{args.out}/leap", **common)
     budget = leap.rounds * leap.round_tokens + (leap.rounds - 1) * leap.summary_tokens + leap.answer_tokens
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="LeaP next to independent sampling on the embedded default (the README's main job)")
     d.add_argument("--model", default="smollm2-135m", help="model (default: smollm2-135m)")
     d.add_argument("--limit", type=int, default=12, help="questions of the demo task (default: 12)")
+    d.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; on a shared machine 1 is often faster)")
     d.add_argument("--out", default="runs/demo", help="parent folder of the two run directories (default: runs/demo)")
     d.set_defaults(func=_cmd_demo)
     for extra in ("train", "distill", "serve", "report"):

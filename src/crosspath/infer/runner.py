@@ -38,6 +38,8 @@ class RunConfig:
     served_model: str | None = field(None, "openai backend: model name on the server (default: --model)")
     concurrency: int = field(16, "openai backend: maximum requests in flight")
     dtype: str = field("float32", "hf/vllm: weights dtype (float32, bfloat16, float16)")
+    threads: int | None = field(None, "hf backend on CPU: torch threads (default: torch's choice; on a shared or "
+                                      "small machine 1-2 is often much faster)")
     task: str = field("demo", "task: demo, gsm8k, math500, rg:<name> (reasoning-gym), hf:<dataset id>, or a .jsonl path")
     split: str = field("test", "dataset split where the task has several")
     limit: int | None = field(None, "number of questions (the first N)")
@@ -72,7 +74,7 @@ class RunConfig:
     leap_t: bool = field(False, "LeaP-T: the model decides when to <summarize> (for models fine-tuned on the format)")
 
 
-RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key"}
+RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads"}
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -146,6 +148,10 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     """Run (or resume) one method on one task; returns the summary dict."""
     if cfg.method == "greedy":
         cfg.paths, cfg.temperature = 1, 0.0
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     results = out / "results.jsonl"
     chash = config_hash(cfg, RUN_KEYS_IGNORED)

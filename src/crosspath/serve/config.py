@@ -55,8 +55,7 @@ class ServeConfig:
     upstream_api_key: str | None = field(None, "openai backend: key for the upstream server (default: $OPENAI_API_KEY)")
     upstream_model: str | None = field(None, "openai backend: model name on the upstream server (default: --model)")
     concurrency: int = reuse("concurrency")
-    threads: int | None = field(None, "hf backend on CPU: torch threads (default: torch's choice; on a shared or "
-                                      "small machine 1-2 is often much faster)")
+    threads: int | None = reuse("threads")
     # ---- HTTP ----
     host: str = field("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
     port: int = field(8000, "TCP port")

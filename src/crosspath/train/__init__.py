@@ -33,6 +33,8 @@ class TrainConfig:
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
     dtype: str = field("float32", "weights dtype: float32, bfloat16 (GPU), float16")
     device: str | None = field(None, "cpu, cuda, cuda:1 (default: cuda:<LOCAL_RANK> if available, else cpu)")
+    threads: int | None = field(None, "on CPU: torch threads per process (default: torch's choice; on a shared or "
+                                      "small machine 1-2 is often much faster)")
     task: str = field("rg:chain_sum", "task spec (see `crosspath tasks`)")
     task_options: dict | None = field(None, "task options as JSON (default for rg:chain_sum: 2-3 terms of 1 digit)")
     task_seed: int = field(0, "seed of the generated training set")

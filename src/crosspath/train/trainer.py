@@ -39,7 +39,7 @@ from crosspath.train.rollout import Rollout, greedy_decode, sample_rollouts, seq
 PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
           "followed by your final answer.")
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
-               "log_samples", "progress", "tensorboard", "device", "eval_batch_size"}
+               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -120,6 +120,8 @@ class Trainer:
         if cfg.questions_per_step < 1 or cfg.group_size < 2:
             raise ValueError("questions_per_step must be >= 1 and group_size >= 2")
         self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.dist = common.init_distributed(cfg.device)
         if cfg.questions_per_step % self.dist.world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} is not a multiple of "
