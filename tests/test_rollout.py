@@ -137,6 +137,17 @@ def test_unblended_rollout_replays_from_ids(model, tok):
         sequence_logprobs(model, r, use_recorded_embeds=True)
 
 
+def test_shared_prefill_equals_encoding_every_row(model, tok):
+    kw = dict(group_size=3, max_new_tokens=16, seed=11, temperature=0.9, input_hook=make_hook(3, lam=0.5))
+    shared = sample_rollouts(model, tok, PROMPTS, **kw)
+    every = sample_rollouts(model, tok, PROMPTS, share_prefill=False, **kw)
+    assert torch.equal(shared.prompt_ids, every.prompt_ids) and torch.equal(shared.prompt_mask, every.prompt_mask)
+    assert torch.equal(shared.completion_ids, every.completion_ids) and shared.texts == every.texts
+    torch.testing.assert_close(shared.logprobs, every.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.inputs_embeds, every.inputs_embeds, atol=1e-5, rtol=0)
+    assert len(set(shared.texts[:3])) > 1  # the group's rows share the prompt's cache, not their samples
+
+
 def test_left_padded_batch_matches_single_rows(model, tok):
     batch = sample_rollouts(model, tok, PROMPTS, max_new_tokens=12, temperature=0.0)
     assert batch.prompt_mask[1].tolist()[:-2] == [0] * (batch.prompt_mask.shape[1] - 2)

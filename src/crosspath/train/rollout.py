@@ -1,7 +1,8 @@
 """Step-by-step sampler for GRPO/M3PO rollouts that can replace, and records, every next input.
 
     prompts (B questions) -> each repeated G times, prompt-major (rows [k*G, (k+1)*G) = question k)
-    -> left padded, one prefill forward with inputs_embeds, then one token per step with a KV cache:
+    -> left padded, one prefill forward with inputs_embeds (once per prompt; the cache is repeated G
+    times), then one token per step with a KV cache:
 
     step t:  logits_t  = model(input of step t - 1 | cache)[:, -1]         [N, V]   N = B*G
              probs_t   = softmax(filter(logits_t / temperature))           top-k, then top-p
@@ -155,6 +156,7 @@ def sample_rollouts(
     marker: str = "####",
     eos_token_ids: list[int] | None = None,
     add_special_tokens: bool = False,
+    share_prefill: bool = True,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt, step by step. See the module docstring.
 
@@ -162,7 +164,9 @@ def sample_rollouts(
     default). seed makes a fresh torch.Generator on the model's device; pass `generator` to keep one
     stream across calls (it wins over seed); neither = torch's global RNG. record_embeds defaults to
     `input_hook is not None`. input_hook(step, probs [N, V], embeds [N, D], thinking [N] bool)
-    returns the inputs [N, D] of the next step.
+    returns the inputs [N, D] of the next step. share_prefill (default) runs the prompt forward once
+    per prompt and repeats its KV cache and logits over the G rows of the group (TRL and
+    `model.generate(num_return_sequences=G)` encode each prompt G times); off, every row is encoded.
 
     Example: r = sample_rollouts(model, tok, ["1+1=", "2+2="], group_size=4, max_new_tokens=32,
              seed=0, input_hook=m3po.make_hook(4))  ->  r.completion_ids: [8, <=32]
@@ -176,25 +180,31 @@ def sample_rollouts(
     record = input_hook is not None if record_embeds is None else record_embeds
 
     encoded = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
-    rows = [ids for ids in encoded for _ in range(group_size)]  # prompt-major
-    prompt_ids, prompt_mask = (x.to(device) for x in left_pad(rows, pad_id))  # [N, P], [N, P]
+    if share_prefill:  # one prefill per prompt, its cache and logits repeated G times
+        first_ids, first_mask = (x.to(device) for x in left_pad(encoded, pad_id))  # [B, P], [B, P]
+        prompt_ids = first_ids.repeat_interleave(group_size, 0)  # [N, P]
+        prompt_mask = first_mask.repeat_interleave(group_size, 0)  # [N, P]
+    else:
+        rows = [ids for ids in encoded for _ in range(group_size)]  # prompt-major
+        prompt_ids, prompt_mask = (x.to(device) for x in left_pad(rows, pad_id))  # [N, P], [N, P]
+        first_ids, first_mask = prompt_ids, prompt_mask
     n = prompt_ids.shape[0]
 
     was_training = model.training
     model.eval()
     attn = prompt_mask  # [N, L] grows by one column per step
-    inputs = embed(prompt_ids)  # [N, P, D] prefill input
-    positions = _positions(attn)  # [N, P]
-    cache = None
     finished = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
     thinking = torch.ones(n, dtype=torch.bool, device=device)  # [N]
     tokens, masks, thinks, logps, sample_logps, recorded = [], [], [], [], [], []
     try:
+        out = model(inputs_embeds=embed(first_ids), attention_mask=first_mask, position_ids=_positions(first_mask),
+                    use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        logits = out.logits[:, -1].float()  # [B or N, V]
+        if share_prefill and group_size > 1:
+            cache.batch_repeat_interleave(group_size)
+            logits = logits.repeat_interleave(group_size, 0)  # [N, V]
         for step in range(max_new_tokens):
-            out = model(inputs_embeds=inputs, attention_mask=attn, position_ids=positions,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            logits = out.logits[:, -1].float()  # [N, V]
             probs = sampling_probs(logits, temperature, top_k, top_p)  # [N, V]
             if temperature == 0:
                 token = probs.argmax(-1)  # [N]
@@ -221,8 +231,10 @@ def sample_rollouts(
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             attn = torch.cat([attn, active.long()[:, None]], dim=1)  # [N, L + 1]
-            positions = _positions(attn)[:, -1:]  # [N, 1]
-            inputs = next_inputs[:, None, :]  # [N, 1, D]
+            out = model(inputs_embeds=next_inputs[:, None, :], attention_mask=attn,
+                        position_ids=_positions(attn)[:, -1:], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1].float()  # [N, V]
     finally:
         model.train(was_training)
 
