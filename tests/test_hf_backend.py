@@ -87,6 +87,27 @@ def test_seed_is_per_request_and_reproducible(tiny_gen, tiny):
     assert [c.token_ids for c in n] == [c.token_ids for c in a]
 
 
+def test_shared_prompt_prefill_equals_each_path_alone(tiny_gen, tiny):
+    """A question's paths open with the same prompt: one prefill serves them all, with the same
+    samples and the same per-path caches as paths that each ran alone."""
+    prompts = _rendered(tiny[1])
+    same = [prompts[0]] * 3 + [prompts[2]]  # three copies of one prompt, one other
+    sp = SamplingParams(max_tokens=8, temperature=1.0, seed=3)
+    hs = [tiny_gen.open(pr) for pr in same]
+    together = tiny_gen.advance(hs, sp)
+    assert len({tuple(c.token_ids) for c in together[:3]}) > 1
+    for i, pr in enumerate(same):
+        h = tiny_gen.open(pr)
+        alone = tiny_gen.advance([h], sp.with_(seed=3 + i))[0]
+        assert alone.token_ids == together[i].token_ids
+        a, b = tiny_gen._paths[h], tiny_gen._paths[hs[i]]
+        assert a.ids == b.ids and a.kv.shape == b.kv.shape
+        torch.testing.assert_close(a.kv, b.kv, atol=1e-5, rtol=0)
+        tiny_gen.close(h)
+    for h in hs:
+        tiny_gen.close(h)
+
+
 def test_rewind_crops_cache(tiny_gen, tiny):
     g = tiny_gen
     h = g.open(_rendered(tiny[1])[0])

@@ -10,6 +10,9 @@ right-aligned behind them; the gap between a short cache and its pending tokens 
 (a "hole"). Position ids count real tokens only, so each row computes exactly what it would alone.
 When a row finishes it is copied out of the batch (padding and holes dropped) and removed.
 
+Paths that start from nothing with the same text (the N paths of one question, or n > 1 samples of
+one prompt) share one prefill: it runs once per distinct text and its cache is repeated.
+
 The stateless `generate(prompts, params)` opens one session per request, advances, and closes.
 """
 
@@ -218,11 +221,23 @@ class HFGenerator:
         lps: list[list[float]] = [[] for _ in range(B)]
         results: list[Completion | None] = [None] * B
         next_pos = pos[:, -1] + 1  # [B]
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        # paths that start from nothing with the same text (a question's N paths) share one prefill
+        slot: dict[tuple[int, ...], int] = {}
+        row_slot = [slot.setdefault(tuple(ids), len(slot)) for ids, _ in pend]  # [B] -> distinct text
+        if not C and len(slot) < B:
+            uniq = torch.tensor([row_slot.index(u) for u in range(len(slot))], device=dev)  # [U] first rows
+            out = self.model(input_ids=input_ids[uniq], attention_mask=mask[uniq], position_ids=pos[uniq],
+                             use_cache=True, logits_to_keep=1)
+            expand = torch.tensor(row_slot, device=dev)  # [B]
+            out.past_key_values.batch_select_indices(expand)  # [U, ...] -> [B, ...]
+            logits_next = out.logits[expand, -1, :]  # [B, V]
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+            logits_next = out.logits[:, -1, :]
         cache = out.past_key_values
         for step in range(params.max_tokens):
-            logits = out.logits[:, -1, :].float()  # [b, V]
+            logits = logits_next.float()  # [b, V]
             probs, cand = candidates(logits, params)  # [b, K], [b, K]
             pick = sample(probs, None if gens is None else [gens[i] for i in rows])  # [b]
             tok = cand.gather(-1, pick[:, None]).squeeze(-1)  # [b]
@@ -260,7 +275,7 @@ class HFGenerator:
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                              past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            cache, logits_next = out.past_key_values, out.logits[:, -1, :]
             next_pos = next_pos + 1
         return results  # type: ignore[return-value]
 
