@@ -11,9 +11,10 @@ blend) with the training prompt. Training: crosspath's Trainer with its defaults
 lr 5e-5, cosine with 10% warmup, clip 0.1, beta 0; M3PO lambda 0.1, T 0.1, similarity weights).
 Evaluation at step 0, every `--eval-every` steps and at the end gives the accuracy curve.
 
-Each invocation appends one row (algo, seed, steps, accuracy before/after, the curve, wall time,
-machine, command) to benchmarks/results/learning.jsonl, so the comparison builds up over several
-sittings; a killed invocation resumes from its last checkpoint when started again with the same
+Each invocation appends one row (algo, seed, steps, accuracy before/after, the curve, the ids of
+the questions right before and after, wall time, machine, command) to
+benchmarks/results/learning.jsonl, so the comparison builds up over several sittings; `--table`
+also compares GRPO and M3PO of the same seed question by question (exact McNemar test); a killed invocation resumes from its last checkpoint when started again with the same
 arguments (its run directory is <root>/<algo>-s<seed>-k<steps>).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -53,11 +55,39 @@ def table(path: Path = RESULTS) -> str:
         hours = statistics.mean(r["wall_seconds"] for r in rs) / 3600
         out.append(f"| {model} | {algo} | {steps} | {n} | {seeds} | {fmt(before)} | {fmt(after)} | {fmt(gain)} | "
                    f"{hours:.2f} |")
+    paired = _paired(rows)
+    if paired:
+        out.append("\nItem by item, same held-out questions, final adapters of the same seed:\n")
+        out += ["| model | steps | seed | both right | only grpo | only m3po | both wrong | exact McNemar p |",
+                "|---|---|---|---|---|---|---|---|"] + paired
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
         out.append(f"- {r['algo']} seed {r['seed']} ({r['model']}, {r['steps']} steps): {curve}")
     return "\n".join(out)
+
+
+def _correct_ids(run: Path, step: int) -> list[str]:
+    """Ids of the held-out questions answered correctly at `step` (the trainer's eval samples)."""
+    path = run / "samples" / f"eval-step-{step}.jsonl"
+    return sorted(r["id"] for r in map(json.loads, path.read_text().splitlines()) if r["correct"])
+
+
+def _paired(rows: list[dict]) -> list[str]:
+    """GRPO vs M3PO on the same questions, per seed: counts of agreement and an exact McNemar test."""
+    by = {(r["model"], r["steps"], r["eval_size"], r["seed"], r["algo"]): r for r in rows if "after_correct" in r}
+    out = []
+    for (model, steps, n, seed, algo), g in sorted(by.items()):
+        m = by.get((model, steps, n, seed, "m3po"))
+        if algo != "grpo" or m is None:
+            continue
+        a, b = set(g["after_correct"]), set(m["after_correct"])
+        only_g, only_m, both = len(a - b), len(b - a), len(a & b)
+        k, d = min(only_g, only_m), only_g + only_m
+        p = min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
+        out.append(f"| {model} | {steps} | {seed} | {both} | {only_g} | {only_m} | {n - both - only_g - only_m} | "
+                   f"{p:.2f} |")
+    return out
 
 
 def main(argv=None) -> int:
@@ -112,7 +142,8 @@ def main(argv=None) -> int:
               "eval_size": args.eval_size, "before": curve[0][1], "after": curve[-1][1], "curve": curve,
               "train_seconds": round(train_secs, 1), "wall_seconds": round(time.time() - t0, 1),
               "mean_reward": statistics.mean(r["reward_mean"] for r in rows if "reward_mean" in r),
-              "run": str(out)}
+              "run": str(out), "before_correct": _correct_ids(out, curve[0][0]),
+              "after_correct": _correct_ids(out, curve[-1][0])}
     print(f"\n# Learning: {args.algo} seed {args.seed}\n\nMachine: {machine()}  \n"
           f"Command: `python {shlex.join(sys.argv)}`\n")
     print("| step | held-out greedy accuracy % |\n|---|---|")
