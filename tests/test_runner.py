@@ -90,6 +90,20 @@ def test_cli_run_prints_table(tmp_path, capsys, tiny_gen):
     assert "| independent | demo | 2 | 1 |" in out
 
 
+def test_cli_eval_with_task_options(tmp_path, capsys):
+    import re
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "tiny-random", "--task", "rg:chain_sum", "--limit", "3", "--max-tokens", "2",
+                 "--task-options", '{"min_terms": 4, "max_terms": 4, "max_digits": 1}', "--out", str(out)]) == 0
+    assert "| greedy | rg:chain_sum | 1 | 3 |" in capsys.readouterr().out
+    questions = [r["question"] for r in read_results(out / "results.jsonl")]
+    assert len(questions) == 3 and all(len(re.findall(r"\d+", q)) == 4 for q in questions)  # 4 terms
+    with pytest.raises(SystemExit):  # argparse: "expected a JSON object"
+        main(["eval", "--task-options", "[1]", "--out", str(out)])
+    assert "expected a JSON object" in capsys.readouterr().err
+
+
 def test_cli_yaml_config_and_flags(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: tiny-random\ntask: demo\nlimit: 1\npaths: 3\nmax_tokens: 4\n")

@@ -1,8 +1,8 @@
 """Config dataclasses <-> command-line flags <-> YAML.
 
 Each config is a dataclass whose fields carry their help text in `metadata["help"]`; the CLI
-turns every field into a `--flag` (underscores become dashes), a YAML file given with `--config`
-sets defaults, and flags given on the command line win over both.
+turns every field into a `--flag` (underscores become dashes; dict fields take a JSON object), a
+YAML file given with `--config` sets defaults, and flags given on the command line win over both.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozens
             kw["choices"] = f.metadata["choices"]
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif tp is dict or typing.get_origin(tp) is dict:
+            parser.add_argument(flag, type=json_dict, metavar="JSON", **kw)
         elif tp is list:
             parser.add_argument(flag, nargs="+", type=inner, metavar=f.name.upper(), **kw)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import add_arguments, json_dict, from_args
+from ..config import add_arguments, from_args
 
 DESCRIPTION = """Distillation from many reasoning paths.
 
@@ -35,9 +35,7 @@ def add_parser(subparsers) -> None:
                                    "path is graded and appended to --out as soon as it is written. Run it again "
                                    "to resume.")
     g.add_argument("--config", help="YAML file with any of the options below (flags win)")
-    add_arguments(g, GenerateConfig, skip={"task_options"})
-    _json_flag(g, "--task-options", "task_options", "task options as a JSON object, e.g. "
-               "'{\"min_terms\": 2, \"max_terms\": 3, \"max_digits\": 1}' for rg:chain_sum")
+    add_arguments(g, GenerateConfig)
     g.set_defaults(func=_cmd_generate)
 
     f = sub.add_parser("filter", help="drop wrong answers, then paths an LLM judge calls INVALID",
@@ -58,8 +56,7 @@ def add_parser(subparsers) -> None:
                                    "representations towards a competence-weighted ensemble. Ablations: "
                                    "--routing random|all, --mutual-weight 0.")
     t.add_argument("--config", help="YAML file with options (flags win)")
-    add_arguments(t, QRConfig, skip={"eval_task_options"})
-    _json_flag(t, "--eval-task-options", "eval_task_options", "options of the held-out task as a JSON object")
+    add_arguments(t, QRConfig)
     t.set_defaults(func=_cmd_train)
 
     lt = sub.add_parser("leap-t", help="fine-tune a model on its correct LeaP traces (peer blocks masked)",
@@ -69,10 +66,6 @@ def add_parser(subparsers) -> None:
     lt.add_argument("--config", help="YAML file with options (flags win)")
     add_arguments(lt, LeapTConfig)
     lt.set_defaults(func=_cmd_leap_t)
-
-
-def _json_flag(p, flag: str, dest: str, help: str) -> None:
-    p.add_argument(flag, dest=dest, type=json_dict, default=argparse.SUPPRESS, metavar="JSON", help=help)
 
 
 def _cmd_generate(args) -> int:

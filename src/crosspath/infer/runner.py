@@ -44,6 +44,8 @@ class RunConfig:
     split: str = field("test", "dataset split where the task has several")
     limit: int | None = field(None, "number of questions (the first N)")
     task_seed: int = field(0, "seed of generated tasks (reasoning-gym)")
+    task_options: dict | None = field(None, "task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3, "
+                                            "\"max_digits\": 1}' for rg:chain_sum (reasoning-gym sizes)")
     paths: int = field(4, "N: reasoning paths per question")
     max_tokens: int = field(512, "independent/greedy: new tokens per path")
     temperature: float = field(0.6, "sampling temperature (0 = greedy)")
@@ -165,7 +167,8 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
         raise ValueError(f"{out} was run with another configuration (config {done_rows[0].get('config')} != {chash}); "
                          "resume with the same options, or use another --out")
     save_yaml(cfg, out / "config.yaml")
-    problems = problems if problems is not None else load_task(cfg.task, limit=cfg.limit, seed=cfg.task_seed, split=cfg.split)
+    problems = problems if problems is not None else load_task(cfg.task, limit=cfg.limit, seed=cfg.task_seed, split=cfg.split,
+                                                                  **(cfg.task_options or {}))
     done = {r["id"] for r in done_rows}
     gen = generator if generator is not None else make_generator(cfg)
     tok = getattr(gen, "tok", None) or getattr(gen, "tokenizer", None)

@@ -36,7 +36,8 @@ class TrainConfig:
     threads: int | None = field(None, "on CPU: torch threads per process (default: torch's choice; on a shared or "
                                       "small machine 1-2 is often much faster)")
     task: str = field("rg:chain_sum", "task spec (see `crosspath tasks`)")
-    task_options: dict | None = field(None, "task options as JSON (default for rg:chain_sum: 2-3 terms of 1 digit)")
+    task_options: dict | None = field(None, "task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3}' "
+                                            "(default for rg:chain_sum: 2-3 terms of 1 digit)")
     task_seed: int = field(0, "seed of the generated training set")
     train_size: int = field(2000, "training questions (eval questions are removed from them)")
     eval_size: int = field(200, "held-out questions for the greedy evaluation")

@@ -17,17 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from crosspath.config import add_arguments, json_dict
+from crosspath.config import add_arguments
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
     from crosspath.train import TrainConfig
 
     p.add_argument("--config", help="YAML file with any of the options below (flags win)")
-    add_arguments(p, TrainConfig, skip={"task_options"} | set(skip))
-    p.add_argument("--task-options", dest="task_options", type=json_dict, default=argparse.SUPPRESS,
-                   metavar="JSON", help="task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3}' "
-                                        "(default for rg:chain_sum: 2-3 terms of 1 digit)")
+    add_arguments(p, TrainConfig, skip=set(skip))
 
 
 def _config(args, base: dict | None = None):
