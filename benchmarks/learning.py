@@ -55,6 +55,7 @@ def table(path: Path = RESULTS) -> str:
         hours = statistics.mean(r["wall_seconds"] for r in rs) / 3600
         out.append(f"| {model} | {algo} | {steps} | {n} | {seeds} | {fmt(before)} | {fmt(after)} | {fmt(gain)} | "
                    f"{hours:.2f} |")
+    out.append("\nAccuracies: mean ± standard deviation over the seeds; hours: mean wall time of a run.")
     paired = _paired(rows)
     if paired:
         out.append("\nItem by item, same held-out questions, final adapters of the same seed:\n")
