@@ -100,7 +100,8 @@ def main(argv=None) -> int:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results, "a") as f:
             f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-                                "command": shlex.join(sys.argv), **vars(args), "median": med,
+                                "command": shlex.join(sys.argv),
+                                **{k: v for k, v in vars(args).items() if k not in ("results", "no_save")}, "median": med,
                                 "ratio": ratio, "ratio_per_token": per_tok["m3po"] / per_tok["grpo"]}) + "\n")
     return 0
 
