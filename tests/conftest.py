@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer (fast tier) and SmolLM2
-itself (slow tier). Both come from `crosspath.models`, built once in the crosspath cache."""
+itself (slow tier). Both come from `crosspath.models`, built once in the crosspath cache.
+Every test runs with one torch thread (`one_thread`)."""
 
 import os
 
@@ -7,6 +8,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models are all thread overhead, and the test machines are small and shared: one torch
+    thread is many times faster than two contended ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,6 @@ from crosspath.infer.prompts import RESOLVE, RESUME_ALONE, STEP_BY_STEP, TAG_SET
 from crosspath.models import load_model, render_prompt
 from crosspath.backends.base import Completion
 
-torch.set_num_threads(1)
-
 
 # ---- helpers ------------------------------------------------------------------------------------
 

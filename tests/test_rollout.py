@@ -18,15 +18,6 @@ CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 +=?.:#\n") + ["##"]  # "##": 
 PROMPTS = ["q: 1+2=?\na:", "hi"]  # different lengths -> left padding
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model is all thread overhead: one thread is ~10x faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     vocab = {"<pad>": 0, "<eos>": 1}

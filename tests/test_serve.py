@@ -8,7 +8,6 @@ import time
 import httpx
 import openai
 import pytest
-import torch
 
 from openai_stub import StubServer
 
@@ -22,15 +21,6 @@ NAME = "tiny-served"
 SMALL = dict(model="tiny-random", served_model_name=NAME, port=0, paths=3, rounds=2, round_tokens=6,
              summary_tokens=4, answer_tokens=4, max_paths=4, max_body_bytes=20_000, log_level="warning")
 MSG = [{"role": "user", "content": "What is 2 + 3?"}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine is small and shared: one torch thread is far faster than contended two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,6 @@ FIELDS = {"step", "epoch", "data_position", "reward_mean", "reward_std", "accura
           "loss", "kl", "grad_norm", "lr", "skipped"} | TIMING
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def text_reward(problem, text, marker="####", marker_rule=True):
     """A stand-in reward the random model can earn: 1 for an even character count."""
     r = float(len(text) % 2 == 0)
