@@ -61,6 +61,11 @@ def table(path: Path = RESULTS) -> str:
         out.append("\nItem by item, same held-out questions, final adapters of the same seed:\n")
         out += ["| model | steps | seed | both right | only grpo | only m3po | both wrong | exact McNemar p |",
                 "|---|---|---|---|---|---|---|---|"] + paired
+    behaviour = _behaviour(rows)
+    if behaviour:
+        out.append("\nBehaviour (steps without gradient: every group's rewards equal; greedy held-out answers):\n")
+        out += ["| algo | seed | steps without gradient % | marker format rate % before / after | "
+                "answer chars before / after |", "|---|---|---|---|---|"] + behaviour
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
@@ -74,21 +79,54 @@ def _correct_ids(run: Path, step: int) -> list[str]:
     return sorted(r["id"] for r in map(json.loads, path.read_text().splitlines()) if r["correct"])
 
 
+def _mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar (sign) test on the discordant counts."""
+    k, d = min(only_a, only_b), only_a + only_b
+    return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
+
+
 def _paired(rows: list[dict]) -> list[str]:
-    """GRPO vs M3PO on the same questions, per seed: counts of agreement and an exact McNemar test."""
+    """GRPO vs M3PO on the same questions, per seed (and pooled over seeds): agreement counts and an
+    exact McNemar test. The pooled test treats the seeds' disagreements as independent, which they are
+    not quite (every seed uses the same held-out questions)."""
     by = {(r["model"], r["steps"], r["eval_size"], r["seed"], r["algo"]): r for r in rows if "after_correct" in r}
-    out = []
+    out, pooled = [], {}
     for (model, steps, n, seed, algo), g in sorted(by.items()):
         m = by.get((model, steps, n, seed, "m3po"))
         if algo != "grpo" or m is None:
             continue
         a, b = set(g["after_correct"]), set(m["after_correct"])
-        only_g, only_m, both = len(a - b), len(b - a), len(a & b)
-        k, d = min(only_g, only_m), only_g + only_m
-        p = min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
-        out.append(f"| {model} | {steps} | {seed} | {both} | {only_g} | {only_m} | {n - both - only_g - only_m} | "
-                   f"{p:.2f} |")
+        counts = [len(a & b), len(a - b), len(b - a), n - len(a | b)]
+        tot = pooled.setdefault((model, steps), [0, 0, 0, 0])
+        pooled[(model, steps)] = [x + y for x, y in zip(tot, counts)]
+        out.append(f"| {model} | {steps} | {seed} | " + " | ".join(map(str, counts)) +
+                   f" | {_mcnemar_p(counts[1], counts[2]):.3f} |")
+    for (model, steps), c in pooled.items():
+        out.append(f"| {model} | {steps} | all | " + " | ".join(map(str, c)) + f" | {_mcnemar_p(c[1], c[2]):.3f} |")
     return out
+
+
+def _run_stats(run: Path, metrics: list[dict]) -> dict:
+    """What the runs did besides accuracy: share of steps without gradient (every group's rewards
+    equal), marker format rate and mean completion length (characters) of the greedy held-out answers
+    before and after training."""
+    steps = [r for r in metrics if "reward_std" in r]
+    evals = [r for r in metrics if "eval_accuracy" in r]
+
+    def chars(step):
+        texts = [r["text"] for r in map(json.loads, (run / "samples" / f"eval-step-{step}.jsonl").read_text().splitlines())]
+        return round(statistics.mean(len(t) for t in texts), 1)
+
+    return {"no_gradient_steps": round(statistics.mean(r["reward_std"] == 0 for r in steps), 3),
+            "format_before": evals[0]["eval_format_rate"], "format_after": evals[-1]["eval_format_rate"],
+            "chars_before": chars(evals[0]["step"]), "chars_after": chars(evals[-1]["step"])}
+
+
+def _behaviour(rows: list[dict]) -> list[str]:
+    return [f"| {r['algo']} | {r['seed']} | {100 * r['stats']['no_gradient_steps']:.0f} | "
+            f"{100 * r['stats']['format_before']:.1f} / {100 * r['stats']['format_after']:.1f} | "
+            f"{r['stats']['chars_before']:.0f} / {r['stats']['chars_after']:.0f} |"
+            for r in sorted(rows, key=lambda r: (r["algo"], r["seed"])) if "stats" in r]
 
 
 def main(argv=None) -> int:
@@ -144,7 +182,7 @@ def main(argv=None) -> int:
               "train_seconds": round(train_secs, 1), "wall_seconds": round(time.time() - t0, 1),
               "mean_reward": statistics.mean(r["reward_mean"] for r in rows if "reward_mean" in r),
               "run": str(out), "before_correct": _correct_ids(out, curve[0][0]),
-              "after_correct": _correct_ids(out, curve[-1][0])}
+              "after_correct": _correct_ids(out, curve[-1][0]), "stats": _run_stats(out, rows)}
     print(f"\n# Learning: {args.algo} seed {args.seed}\n\nMachine: {machine()}  \n"
           f"Command: `python {shlex.join(sys.argv)}`\n")
     print("| step | held-out greedy accuracy % |\n|---|---|")
