@@ -41,7 +41,7 @@ def _run_parser(sub):
                                  "only --adapter may be combined with it (more options: crosspath train-eval)")
     add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
                                       "round_tokens", "top_k", "router", "similarity", "summary_tokens",
-                                      "answer_tokens", "comm_rounds", "token_budget", "tags", "leap_t"})
+                                      "comm_rounds", "token_budget", "tags", "leap_t"})
     e.set_defaults(func=_cmd_eval)
 
 
@@ -100,14 +100,16 @@ def _cmd_tasks(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from .infer.budget import path_budget
     from .infer.runner import RunConfig, format_table, run
 
     common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4,
                   threads=args.threads)
     leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, top_k=2,
                      router="dispersed", out=f"{args.out}/leap", **common)
-    budget = leap.rounds * leap.round_tokens + (leap.rounds - 1) * leap.summary_tokens + leap.answer_tokens
-    indep = RunConfig(method="independent", max_tokens=budget, out=f"{args.out}/independent", **common)
+    budget = path_budget(leap)
+    indep = RunConfig(method="independent", max_tokens=budget - leap.answer_tokens, answer_tokens=leap.answer_tokens,
+                      out=f"{args.out}/independent", **common)
     print(f"crosspath demo: {args.model} on the shipped demo task, {args.limit} questions, N=4 paths, "
           f"equal per-path budget of {budget} tokens")
     sums = [run(indep), run(leap)]
