@@ -9,6 +9,7 @@
     crosspath serve    OpenAI-compatible server answering with LeaP
     crosspath report   RUN          self-contained HTML report
     crosspath models | tasks        what is known
+    crosspath recipes [NAME]        the papers' settings shipped as --config files (NAME: dry run)
     crosspath demo     the README's main job: LeaP next to independent sampling on SmolLM2
 """
 
@@ -99,6 +100,13 @@ def _cmd_tasks(args) -> int:
     return 0
 
 
+def _cmd_recipes(args) -> int:
+    from .recipes import describe
+
+    print(describe(args.name))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .infer.budget import path_budget
     from .infer.runner import RunConfig, format_table, run
@@ -137,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models)
     t = sub.add_parser("tasks", help="list task forms")
     t.set_defaults(func=_cmd_tasks)
+    r = sub.add_parser("recipes", help="the papers' settings shipped as config files (use: --config NAME)")
+    r.add_argument("name", nargs="?", help="a recipe: print its command, a dry run (no weights) and its file")
+    r.set_defaults(func=_cmd_recipes)
     d = sub.add_parser("demo", help="LeaP next to independent sampling on the embedded default (the README's main job)")
     d.add_argument("--model", default="smollm2-135m", help="model (default: smollm2-135m)")
     d.add_argument("--limit", type=int, default=12, help="questions of the demo task (default: 12)")
