@@ -10,7 +10,8 @@ Model: `--model` (default the embedded SmolLM2-135M-Instruct), hf backend with K
 
 Configurations (each its own run directory `<root>/<name>`, resumable with `--resume`):
 
-    independent    N paths, no exchange, max_tokens = R*T + (R-1)*S + A (LeaP's per-path budget)
+    independent    N paths, no exchange, max_tokens = R*T + (R-1)*S, then a forced answer of A for
+                   paths cut there: LeaP's per-path budget R*T + (R-1)*S + A (infer/budget.py)
     dispersed      LeaP, the k least similar peers (Levenshtein ratio; the paper's best)
     clustered      LeaP, the k most similar peers
     hybrid         LeaP, k//2 least similar + the rest most similar
@@ -70,7 +71,8 @@ def make_config(name: str, a) -> RunConfig:
                     temperature=TEMPERATURE, top_p=TOP_P, sample_top_k=0, min_p=0.0, seed=SEED,
                     batch_questions=a.batch_questions, rounds=a.rounds, round_tokens=a.round_tokens,
                     summary_tokens=a.summary_tokens, answer_tokens=a.answer_tokens, top_k=a.top_k,
-                    max_tokens=path_budget(a), out=str(Path(a.root) / name), resume=a.resume, overwrite=a.overwrite)
+                    max_tokens=path_budget(a) - a.answer_tokens, out=str(Path(a.root) / name), resume=a.resume,
+                    overwrite=a.overwrite)
     for k, v in CONFIGS[name].items():
         setattr(cfg, k, v)
     if cfg.method == "independent":
@@ -128,7 +130,8 @@ def settings(a) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in TASK_OPTIONS.items())
     return (f"task {TASK} ({opts}, seed {a.task_seed}), {a.questions} questions; model {a.model} (hf backend, KV reuse); "
             f"N={a.paths}, k={a.top_k}; T={a.round_tokens}, R={a.rounds}, S={a.summary_tokens}, A={a.answer_tokens} "
-            f"-> per-path budget {path_budget(a)} tokens (independent max_tokens); temperature {TEMPERATURE}, "
+            f"-> per-path budget {path_budget(a)} tokens (independent: max_tokens + forced answer); "
+            f"temperature {TEMPERATURE}, "
             f"top_p {TOP_P}, seed {SEED}; {a.batch_questions} questions per generator call")
 
 

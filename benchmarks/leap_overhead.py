@@ -11,7 +11,8 @@ per-request seeds, so the variants write comparable tokens):
     leap-reencode  LeaP on the hf backend with kv_reuse=False: every call re-encodes each path's
                    whole text (prompt + rounds + summaries + peer blocks), like the reference design
     independent    N independent paths per question whose max_tokens is chosen so that their total
-                   generated tokens equal leap-kv's (reasoning + summaries + forced answers)
+                   generated tokens equal leap-kv's (reasoning + summaries + forced answers); no
+                   forced answer of its own (answer_tokens 0), so max_tokens alone sets its total
     leap-vllm      LeaP on vllm(-cpu) with prefix caching; skipped (with the reason) if vllm does not import
 
 Fair lengths: by default EOS is switched off in the generator (`eos_ids = set()`), so no path ends
@@ -143,7 +144,8 @@ def main() -> None:
     variants = {
         "leap-kv": leap(True, "leap-kv"),
         "leap-reencode": leap(False, "leap-reencode"),
-        "independent": lambda: timed(base_config(a, "independent", method="independent", max_tokens=per_path), gen),
+        "independent": lambda: timed(base_config(a, "independent", method="independent", max_tokens=per_path,
+                                                          answer_tokens=0), gen),
     }
     results: dict[str, list[dict]] = {k: [] for k in variants}
     results["leap-kv"].append(first)

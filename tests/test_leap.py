@@ -160,7 +160,7 @@ def test_leap_loop_transcript():
     # calls: round 0, summaries, round 1, forced answer
     kinds = [c[1].max_tokens for c in gen.calls]
     assert kinds == [8, 5, 8, 4]
-    assert gen.calls[0][1].stop == ("</think>",) and gen.calls[1][1].stop == ("</summarize>",)
+    assert gen.calls[0][1].stop == ("</think>",) and gen.calls[1][1].stop == ("</summarize>", "</think>")
     for i, t in enumerate(paths):
         # the half-written paragraph was dropped before the summary request
         r0 = t.text.split("<summarize>")[0]
@@ -258,3 +258,82 @@ def test_leap_t_mode_summarizes_when_the_model_asks():
     p0, p1, p2 = traces[0]
     assert [x["peer"] for x in p0.rounds[0]["peers"]] == [1] and "peers" not in p2.rounds[0]
     assert 'Peer 1: "mine 1"' in p0.text
+
+
+# ---- summary details from the reference: </think> in a summary, half-written tags, lone LeaP-T summarizers
+class SummaryEnds(Scripted):
+    """Summaries end as the test says: at </think> (a stop) or cut in the middle of the closing tag."""
+
+    def __init__(self, ending):
+        super().__init__()
+        self.ending = ending
+
+    def generate(self, prompts_, params):
+        if not prompts_[0].endswith(prompts.SUMMARY_OPENER):
+            return super().generate(prompts_, params)
+        self.calls.append((list(prompts_), params))
+        out = []
+        for p in prompts_:
+            pid = p.split("PATH=")[-1][:1]
+            if self.ending == "think":
+                out.append(Completion(text=f"path {pid} thinks {pid}{pid}</think>", token_ids=[1] * 5,
+                                      finish_reason="stop", stop="</think>"))
+            else:
+                out.append(Completion(text=f"path {pid} thinks {pid}{pid} </summ", token_ids=[1] * 5,
+                                      finish_reason="length"))
+        return out
+
+
+def test_summary_stopping_at_think_end_drops_it_and_closes_the_tag():
+    gen = SummaryEnds("think")
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    traces, _ = _run(gen, opts)
+    assert "</think>" in gen.calls[1][1].stop
+    for i, t in enumerate(traces[0]):
+        assert "</think>" not in t.text and t.finish == "forced"  # the path goes on reasoning
+        assert f"<summarize>\nSo far, path {i} thinks {i}{i}\n</summarize>" in t.text
+        assert t.rounds[0]["summary"] == f"So far, path {i} thinks {i}{i}"
+        j = t.rounds[0]["peers"][0]["peer"]
+        assert f'Peer 1: "So far, path {j} thinks {j}{j}"' in t.text
+
+
+def test_half_written_closing_tag_is_completed_not_doubled():
+    gen = SummaryEnds("half")
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    traces, _ = _run(gen, opts)
+    for i, t in enumerate(traces[0]):
+        assert f"thinks {i}{i} </summarize>" in t.text and t.text.count("</summ") == 1
+        assert t.rounds[0]["summary"] == f"So far, path {i} thinks {i}{i}"
+
+
+def test_leap_t_lone_summarizer_hears_its_peers_latest_summaries():
+    class LoneLeapT(Scripted):
+        """Round 0: paths 1 and 2 ask to summarize; round 1: path 0 alone does."""
+
+        def generate(self, prompts_, params):
+            self.calls.append((list(prompts_), params))
+            out = []
+            for p in prompts_:
+                pid, r = p.split("PATH=")[-1][:1], p.count("ROUND")
+                if "</summarize>" in params.stop:
+                    out.append(Completion(text=f"mine {pid}.{r - 1}</summarize>", token_ids=[1] * 3,
+                                          finish_reason="stop", stop="</summarize>"))
+                elif p.endswith("\\boxed{"):
+                    out.append(Completion(text="1}", token_ids=[1], finish_reason="length"))
+                elif (pid in "12" and r == 0) or (pid == "0" and r == 1):
+                    out.append(Completion(text="ROUND work <summarize>", token_ids=[1] * 4, finish_reason="stop",
+                                          stop="<summarize>"))
+                else:
+                    out.append(Completion(text="ROUND more work", token_ids=[1] * 8, finish_reason="length"))
+            return out
+
+    gen = LoneLeapT()
+    opts = leap.LeapOptions(rounds=3, round_tokens=8, top_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
+    traces, _ = _run(gen, opts)
+    p0, p1, p2 = traces[0]
+    assert [x["peer"] for x in p1.rounds[0]["peers"]] == [2] and [x["peer"] for x in p2.rounds[0]["peers"]] == [1]
+    assert "peers" not in p0.rounds[0]
+    # round 1: path 0 summarized alone and still receives the round-0 summaries of paths 1 and 2
+    assert sorted(x["peer"] for x in p0.rounds[1]["peers"]) == [1, 2]
+    assert 'Peer 1: "mine ' in p0.text and "mine 1.0" in p0.text and "mine 2.0" in p0.text
+    assert prompts.NO_COMMENTS not in p0.text

@@ -140,3 +140,64 @@ def test_hf_known_ids_and_field_overrides(monkeypatch):
     assert (o[0].question, o[0].answer) == ("Q", "9")
     assert calls == [("openai/gsm8k", "test", {"name": "main"}),
                      ("HuggingFaceH4/aime_2024", "train", {}), ("me/custom", "dev", {})]
+
+
+def _hub_from_files(monkeypatch, tmp_path, tables):
+    """A stand-in `datasets` module: load_dataset(id, name=, split=) reads the JSON file the test
+    wrote for (id, name, split); without split it returns {split: rows} for every file of (id, name)."""
+    files = {}
+    for (path, name, split), rows in tables.items():
+        f = tmp_path / f"{path.replace('/', '__')}-{name}-{split}.json"
+        f.write_text(json.dumps(rows))
+        files[(path, name, split)] = f
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kw):
+        calls.append((path, name, split))
+        if split is None:
+            return {s: json.loads(f.read_text()) for (p, n, s), f in files.items() if (p, n) == (path, name)}
+        if (path, name, split) not in files:
+            have = [s for (p, n, s) in files if (p, n) == (path, name)]
+            raise ValueError(f'Unknown split "{split}". Should be one of {have}.')
+        return json.loads(files[(path, name, split)].read_text())
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    return calls
+
+
+GPQA_ROWS = [{"Record ID": f"rec{i}", "Question": f"Which value is right in case {i}?",
+              "Correct Answer": f"right {i}", "Incorrect Answer 1": f"wrong a{i}",
+              "Incorrect Answer 2": f"wrong b{i}", "Incorrect Answer 3": f"wrong c{i}",
+              "High-level domain": "Physics"} for i in range(8)]
+
+
+def test_gpqa_diamond_aime_amc_by_hub_id(monkeypatch, tmp_path):
+    calls = _hub_from_files(monkeypatch, tmp_path, {
+        ("Idavidrein/gpqa", "gpqa_diamond", "train"): GPQA_ROWS,
+        ("HuggingFaceH4/aime_2024", None, "train"): [{"id": 60, "problem": "Find x.", "answer": "204",
+                                                      "solution": "...", "url": "u", "year": "2024"}],
+        ("yentinglin/aime_2025", None, "train"): [{"id": "I-1", "problem": "Find y.", "answer": "70"}],
+        ("opencompass/AIME2025", "AIME2025-I", "test"): [{"question": "P1", "answer": "70"}],
+        ("opencompass/AIME2025", "AIME2025-II", "test"): [{"question": "P2", "answer": "588"}],
+        ("math-ai/amc23", None, "test"): [{"id": 0, "question": "Q", "answer": 27.0, "url": "u"}],
+    })
+    g = load_task("gpqa-diamond")
+    assert len(g) == 8 and all(len(p.choices) == 4 and p.answer in "ABCD" for p in g)
+    for p, row in zip(g, GPQA_ROWS):
+        assert p.id == f"gpqa-{row['Record ID']}" and p.question == row["Question"]
+        assert p.choices[ord(p.answer) - ord("A")] == row["Correct Answer"]  # the gold letter points at it
+        assert sorted(p.choices) == sorted(row[k] for k in row if "Answer" in k)
+        assert p.meta == {"High-level domain": "Physics"}
+    assert len({p.answer for p in g}) > 1  # shuffled: the correct answer is not always A
+    assert [p.choices for p in load_task("hf:Idavidrein/gpqa")] == [p.choices for p in g]  # fixed seed
+    assert [p.choices for p in load_task("gpqa-diamond", seed=1)] != [p.choices for p in g]
+    assert calls[0] == ("Idavidrein/gpqa", "gpqa_diamond", "train")
+    a = load_task("aime24")
+    assert [(p.id, p.question, p.answer) for p in a] == [("aime_2024-60", "Find x.", "204")]
+    assert [(p.id, p.answer) for p in load_task("aime25")] == [("aime_2025-I-1", "70")]
+    assert [(p.question, p.answer) for p in load_task("hf:opencompass/AIME2025")] == [("P1", "70"), ("P2", "588")]
+    (amc,) = load_task("amc23")
+    assert (amc.question, amc.answer, amc.id) == ("Q", "27", "amc23-0") and "solution" not in amc.meta
+    # a dataset with one split that the table does not know: the loader takes that split
+    _hub_from_files(monkeypatch, tmp_path, {("me/only-train", None, "train"): [{"question": "q", "answer": "1"}]})
+    assert [p.answer for p in load_task("hf:me/only-train")] == ["1"]

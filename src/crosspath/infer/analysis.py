@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .budget import budget_warning
 from .runner import format_table, read_results
 
 
@@ -57,14 +58,17 @@ def load_summary(run_dir: str | Path) -> dict:
 
 
 def compare(run_dirs: list[str]) -> str:
+    """The runs side by side (each accuracy next to the tokens it cost), B - A for two runs, and a
+    warning when the per-path token budgets differ."""
     sums = [load_summary(d) for d in run_dirs]
     table = format_table(sums)
+    warning = budget_warning(sums)
     if len(sums) == 2 and sums[0]["pass_at_1"] is not None:
         a, b = sums
         table += (f"\n\nB - A: pass@1 {b['pass_at_1'] - a['pass_at_1']:+.3f}, cons@N {b['cons_at_n'] - a['cons_at_n']:+.3f}, "
                   f"tokens/question x{b['tokens_per_question'] / max(a['tokens_per_question'], 1e-9):.2f}, "
                   f"wall x{b['wall_seconds'] / max(a['wall_seconds'], 1e-9):.2f}")
-    return table
+    return table + (f"\n\n{warning}" if warning else "")
 
 
 def analyze(run_dir: str | Path) -> str:

@@ -7,8 +7,9 @@ Per question, N paths reason in rounds of at most T new tokens:
         a path that stopped on </think> or EOS is finished and leaves the pool of peers
         if r < R-1 and round r communicates:
             each unfinished path drops its last (maybe half-written) paragraph, gets a recap
-            trigger + "<summarize>" + opener, and writes <= S tokens up to </summarize> (a missing
-            or cut closing tag is repaired); its summary is the text after the last <summarize>
+            trigger + "<summarize>" + opener, and writes <= S tokens up to </summarize> or </think>
+            (a </think> there is dropped; a half-written closing tag is completed, a missing one
+            added); its summary is the text after the last <summarize>
             router: per question, each path gets k peers' summaries (never its own)
             a <comment> block (Peer 1..k, renumbered in routing order) and a resolve sentence
             are appended; a path with no peer left gets an explicit "no comments" block
@@ -16,7 +17,11 @@ Per question, N paths reason in rounds of at most T new tokens:
 
 LeaP-T models (fine-tuned on the format) decide themselves when to summarize: `<summarize>` is a
 stop string; paths that stopped on it write their summary and receive their peers' latest
-summaries right away; the others simply go on.
+summaries right away (from every unfinished peer that has summarized, in this round or before,
+so a path that summarizes alone still hears from its peers); the others simply go on.
+
+Multiple-choice problems (`Problem.choices`) show their options under the question, ask for a
+letter in \\boxed{} (also in the forced answer), and every round's answer is read as a letter.
 
 Every generator call carries the paths of all questions of the batch. On the hf backend each
 path keeps its KV cache across rounds (see `paths.PathStore`).
@@ -33,7 +38,7 @@ from ..backends.base import SamplingParams
 from ..tasks.grading import extract_answer
 from ..tasks.problem import Problem
 from .paths import PathStore, PathTrace
-from .prompts import FINAL_ANSWER, LEAP_PREFILL, LEAP_QUESTION, STEP_BY_STEP, TAG_SETS, peer_block, summary_request
+from .prompts import LEAP_PREFILL, TAG_SETS, final_answer, leap_prompt, peer_block, plain_prompt, summary_request
 from .routing import levenshtein_matrix, route_all
 
 THINK_END = "</think>"
@@ -75,7 +80,26 @@ def own_text(text: str, tags) -> str:
 
 def _summary_of(text: str, open_tag: str, close_tag: str) -> str:
     s = text[text.rfind(open_tag) + len(open_tag):] if open_tag in text else text
-    return s.replace(close_tag, "").strip()
+    return s.replace(close_tag, "").replace(THINK_END, "").strip()
+
+
+def repair_close_tag(text: str, close_tag: str, cut: bool) -> str:
+    """What to append so that a summary ends with exactly one closing tag.
+
+    A half-written tag is completed; otherwise the tag is added on a new line, after "..." when the
+    summary was cut by its token budget.
+
+    >>> repair_close_tag("x = 3 </summ", "</summarize>", cut=True)
+    'arize>'
+    >>> repair_close_tag("x = 3", "</summarize>", cut=True)
+    '...\\n</summarize>'
+    >>> repair_close_tag("x = 3</summarize>", "</summarize>", cut=False)
+    ''
+    """
+    for k in range(len(close_tag), 1, -1):  # the longest tag prefix the text ends with (at least "</")
+        if text.endswith(close_tag[:k]):
+            return close_tag[k:]
+    return ("..." if cut else "") + "\n" + close_tag
 
 
 def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
@@ -84,10 +108,10 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
     tags = TAG_SETS[opts.tags]
     N = cfg.paths
     if opts.leap_t:
-        prompt_of = lambda p: render(STEP_BY_STEP.format(question=p.question))  # noqa: E731
+        prompt_of = lambda p: render(plain_prompt(p))  # noqa: E731
         round_stops = (THINK_END, tags.open_summary)
     else:
-        prompt_of = lambda p: render(LEAP_QUESTION.format(question=p.question), prefill=LEAP_PREFILL)  # noqa: E731
+        prompt_of = lambda p: render(leap_prompt(p), prefill=LEAP_PREFILL)  # noqa: E731
         round_stops = (THINK_END,)
     traces: list[list[PathTrace]] = []
     ids: list[list[int]] = []
@@ -132,7 +156,8 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
                     wants_summary.append(i)
         for i in active:
             t = tr(i)
-            t.rounds[-1]["answer"] = extract_answer(own_text(store.text(i)[len(t.prompt):], tags))
+            choices = problems[sid[i][0]].choices
+            t.rounds[-1]["answer"] = extract_answer(own_text(store.text(i)[len(t.prompt):], tags), choices)
         # 2. summaries
         last = r == opts.rounds - 1
         communicates = not last and (opts.comm_rounds is None or r in opts.comm_rounds)
@@ -147,12 +172,15 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
                 store.rewind(i, _drop_last_paragraph(tr(i).rounds[-1]["text"]))
                 store.extend(i, summary_request(r, sid[i][1], tags))
         if summarizers:
-            outs = store.advance(summarizers, SamplingParams(max_tokens=opts.summary_tokens, stop=(tags.close_summary,),
+            outs = store.advance(summarizers, SamplingParams(max_tokens=opts.summary_tokens,
+                                                             stop=(tags.close_summary, THINK_END),
                                                              seed=seed + 10_000 * r + 5_000, **sample))
             for i, c in zip(summarizers, outs):
                 tr(i).tokens += c.num_tokens
-                if c.stop != tags.close_summary:  # repair a cut-off or missing closing tag
-                    store.extend(i, ("..." if c.finish_reason == "length" else "") + "\n" + tags.close_summary)
+                if c.stop == THINK_END:  # the model tried to end its thinking inside the summary
+                    store.rewind(i, len(THINK_END))
+                if c.stop != tags.close_summary:  # repair a cut-off, half-written or missing closing tag
+                    store.extend(i, repair_close_tag(store.text(i), tags.close_summary, c.finish_reason == "length"))
                 latest[i] = _summary_of(store.text(i), tags.open_summary, tags.close_summary)
                 tr(i).rounds[-1].update(summary=latest[i], summary_tokens=c.num_tokens)
             # 3. routing per question, then 4. injection of the peers' summaries
@@ -165,7 +193,8 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
                 members = sorted(set(pool) | set(receivers))
                 sims = similarity([latest[i] for i in members])
                 local = {i: n for n, i in enumerate(members)}
-                chosen = route_all(sims, opts.top_k, opts.router, rng, members=[local[i] for i in receivers])
+                chosen = route_all(sims, opts.top_k, opts.router, rng, members=[local[i] for i in receivers],
+                                   pool=range(len(members)))
                 for i in receivers:
                     peers = [(members[j], s) for j, s in chosen[local[i]]]
                     store.extend(i, peer_block([latest[j] for j, _ in peers], tags))
@@ -175,7 +204,7 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
     # 5. forced final answer for paths still reasoning
     unfinished = [i for i in ids_flat if tr(i).finish in ("", "budget")]  # budget-capped paths answer too
     for i in unfinished:
-        store.extend(i, FINAL_ANSWER)
+        store.extend(i, final_answer(problems[sid[i][0]]))
     outs = store.advance(unfinished, SamplingParams(max_tokens=opts.answer_tokens, stop=(THINK_END,),
                                                     seed=seed + 99_999, **sample))
     for i, c in zip(unfinished, outs):

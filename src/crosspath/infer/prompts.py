@@ -10,13 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tasks.grading import LETTERS
+from ..tasks.problem import Problem
+
 # ---- plain reasoning (independent sampling, greedy evaluation, LeaP-T) ----------------------------
 STEP_BY_STEP = "{question}\n\nReason step by step, and put your final answer within \\boxed{{}}."
+
+# ---- multiple choice (GPQA style: the question, then one lettered option per line) ---------------
+OPTION_LINE = "{letter}) {text}"
+STEP_BY_STEP_CHOICE = (
+    "{question}\n\nReason step by step, then give the letter of the option you pick, and nothing else, "
+    "within \\boxed{{}}."
+)
 
 # ---- LeaP --------------------------------------------------------------------------------------------
 LEAP_QUESTION = (
     "{question}\n\n"
     "Reason step by step, and put your final answer within \\boxed{{}}. "
+    "{peers_note}"
+)
+LEAP_QUESTION_CHOICE = (
+    "{question}\n\n"
+    "Reason step by step, then give the letter of the option you pick, and nothing else, within \\boxed{{}}. "
+    "{peers_note}"
+)
+LEAP_PEERS_NOTE = (
     "Other solvers are working on the same problem at the same time. Every so often you will pause "
     "and write a brief summary of where you stand between <summarize> and </summarize>; after that "
     "you will be shown summaries from some of the other solvers. Weigh their conclusions against "
@@ -45,6 +63,39 @@ NO_COMMENTS = "No comments from other solvers this time."
 RESUME_ALONE = "\n\nI will carry on with my own reasoning.\n\n"
 
 FINAL_ANSWER = "\n\nI have to give my answer now.\n\n**Final Answer**\n\\boxed{"
+FINAL_ANSWER_CHOICE = "\n\nI have to pick an option now.\n\n**Final Answer** (the letter of my choice)\n\\boxed{"
+
+
+def show_question(problem: Problem) -> str:
+    """The question as the model reads it: multiple-choice options follow it, one lettered line each.
+
+    >>> print(show_question(Problem("p", "Which is prime?", "B", choices=["4", "7"])))
+    Which is prime?
+    <BLANKLINE>
+    A) 4
+    B) 7
+    """
+    if not problem.choices:
+        return problem.question
+    options = "\n".join(OPTION_LINE.format(letter=LETTERS[i], text=c) for i, c in enumerate(problem.choices))
+    return f"{problem.question}\n\n{options}"
+
+
+def plain_prompt(problem: Problem) -> str:
+    """User turn of independent sampling, greedy evaluation and LeaP-T."""
+    template = STEP_BY_STEP_CHOICE if problem.choices else STEP_BY_STEP
+    return template.format(question=show_question(problem))
+
+
+def leap_prompt(problem: Problem) -> str:
+    """User turn of LeaP: the question, the answer format, and the summary/peer protocol."""
+    template = LEAP_QUESTION_CHOICE if problem.choices else LEAP_QUESTION
+    return template.format(question=show_question(problem), peers_note=LEAP_PEERS_NOTE)
+
+
+def final_answer(problem: Problem) -> str:
+    """The lead-in of a forced answer: ends in \\boxed{ (a choice letter for multiple choice)."""
+    return FINAL_ANSWER_CHOICE if problem.choices else FINAL_ANSWER
 
 
 @dataclass(frozen=True)

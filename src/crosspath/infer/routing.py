@@ -67,15 +67,21 @@ SELECTORS: dict[str, Selector] = {
 
 
 def route_all(sims: list[list[float]], k: int, router: str = "dispersed", rng: random.Random | None = None,
-              members: Sequence[int] | None = None) -> dict[int, list[tuple[int, float]]]:
-    """For each member i (indices into `sims`), the chosen peers as (peer index, similarity)."""
+              members: Sequence[int] | None = None,
+              pool: Sequence[int] | None = None) -> dict[int, list[tuple[int, float]]]:
+    """For each member i (indices into `sims`), the chosen peers as (peer index, similarity).
+
+    Members receive; peers are chosen from `pool` (default: the members themselves), never i. LeaP-T
+    passes every path with a summary as the pool, so a path that summarizes alone still gets peers.
+    """
     if router not in SELECTORS:
         raise ValueError(f"unknown router {router!r}; choose one of {sorted(SELECTORS)}")
     rng = rng or random.Random(0)
     members = list(range(len(sims))) if members is None else list(members)
+    pool = members if pool is None else list(pool)
     out = {}
     for i in members:
-        cand = [j for j in members if j != i]
+        cand = [j for j in pool if j != i]
         chosen = SELECTORS[router](sims[i], cand, k, rng)
         out[i] = [(j, sims[i][j]) for j in chosen]
     return out

@@ -20,6 +20,7 @@ from ..config import config_hash, field, save_yaml, to_dict
 from ..models import DEFAULT_MODEL
 from ..tasks import grade, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
+from . import budget
 from .paths import PathStore
 
 METHODS = ("independent", "leap", "greedy")
@@ -47,7 +48,10 @@ class RunConfig:
     task_options: dict | None = field(None, "task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3, "
                                             "\"max_digits\": 1}' for rg:chain_sum (reasoning-gym sizes)")
     paths: int = field(4, "N: reasoning paths per question")
-    max_tokens: int = field(512, "independent/greedy: new tokens per path")
+    max_tokens: int | None = field(None, "independent/greedy: new tokens per path before a forced answer (default: "
+                                         "LeaP's per-path budget under the same options minus answer_tokens)")
+    match: str | None = field(None, "independent/greedy: a run directory whose per-path token budget this run takes "
+                                    "(sets max_tokens and answer_tokens; see infer/budget.py)")
     temperature: float = field(0.6, "sampling temperature (0 = greedy)")
     top_p: float = field(0.95, "nucleus sampling")
     sample_top_k: int = field(0, "sampling top-k (0 = off; the LeaP reference uses 40)")
@@ -68,7 +72,8 @@ class RunConfig:
     similarity: str = field("levenshtein", "LeaP: summary similarity: levenshtein (paper) or semantic (MiniLM)",
                             choices=("levenshtein", "semantic"))
     summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)")
-    answer_tokens: int = field(64, "LeaP: budget of the forced final answer after the last round")
+    answer_tokens: int = field(64, "budget of the forced final answer: LeaP paths still reasoning after the last "
+                                   "round, independent/greedy paths cut at max_tokens")
     comm_rounds: list[int] | None = field(None, "LeaP: rounds after which paths communicate, e.g. 0 (default: all)")
     token_budget: int | None = field(None, "LeaP: cap on a path's total generated tokens")
     tags: str = field("comment", "LeaP: tag of the peer block: comment (released code) or peer_summary (paper)",
@@ -76,7 +81,7 @@ class RunConfig:
     leap_t: bool = field(False, "LeaP-T: the model decides when to <summarize> (for models fine-tuned on the format)")
 
 
-RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads"}
+RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match"}
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -150,6 +155,7 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     """Run (or resume) one method on one task; returns the summary dict."""
     if cfg.method == "greedy":
         cfg.paths, cfg.temperature = 1, 0.0
+    budget.resolve(cfg, log)
     if cfg.threads:
         import torch
 
@@ -219,16 +225,16 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     wall = sum(r["wall_seconds"] for r in rows)
     summary.update(method=cfg.method, task=cfg.task, model=cfg.model, backend=cfg.backend, paths=cfg.paths,
                    wall_seconds=round(wall, 2), tokens_per_second=round(summary["tokens"] / max(wall, 1e-9), 1),
-                   config=to_dict(cfg), out=str(out))
+                   path_budget=budget.path_budget(cfg), config=to_dict(cfg), out=str(out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def _method(cfg: RunConfig):
     if cfg.method in ("independent", "greedy"):
-        from .independent import solve
+        from .independent import solve as indep_solve
 
-        return solve
+        return lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens)
     if cfg.method == "leap":
         from .leap import LeapOptions, solve as leap_solve
         from .routing import get_similarity
@@ -243,11 +249,15 @@ def _method(cfg: RunConfig):
 
 
 def format_table(summaries: list[dict]) -> str:
-    """A Markdown table of run summaries side by side."""
-    head = "| method | task | N | questions | pass@1 | cons@N | tokens/question | wall s | tokens/s |"
-    lines = [head, "|" + "---|" * 9]
+    """A Markdown table of run summaries side by side: every accuracy with the generated tokens it cost
+    (per path for pass@1, per question for cons@N) and the per-path budget."""
+    head = ("| method | task | N | questions | pass@1 | tokens/path | cons@N | tokens/question | budget/path | "
+            "wall s | tokens/s |")
+    lines = [head, "|" + "---|" * 11]
     for s in summaries:
+        per_path = s["tokens_per_question"] / max(s["paths"], 1)
+        b = s.get("path_budget")
         lines.append(f"| {s['method']} | {s['task']} | {s['paths']} | {s['questions']} | {s['pass_at_1']:.3f} | "
-                     f"{s['cons_at_n']:.3f} | {s['tokens_per_question']:.0f} | {s['wall_seconds']:.1f} | "
-                     f"{s['tokens_per_second']:.1f} |")
+                     f"{per_path:.0f} | {s['cons_at_n']:.3f} | {s['tokens_per_question']:.0f} | "
+                     f"{'-' if b is None else b} | {s['wall_seconds']:.1f} | {s['tokens_per_second']:.1f} |")
     return "\n".join(lines)

