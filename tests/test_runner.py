@@ -51,7 +51,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_gen):
     run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="other options: temperature 0.6 -> 0.1"):
         run(_cfg(tmp_path, limit=1, temperature=0.1, resume=True), generator=tiny_gen, progress=False)
 
 

@@ -20,6 +20,7 @@ import sys
 
 from . import __version__
 from .config import add_arguments, from_args
+from .errors import CrosspathError
 
 
 def _run_parser(sub):
@@ -159,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except CrosspathError as e:  # a bad option, input, model, run directory or server: the message says which
+        print(f"crosspath: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError, FileNotFoundError) as e:  # raised by code that predates CrosspathError
         print(f"crosspath: error: {e}", file=sys.stderr)
         return 2
 

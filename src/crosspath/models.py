@@ -20,12 +20,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from .errors import CrosspathError
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelError(ValueError):
+class ModelError(CrosspathError, ValueError):
     """An unknown or unloadable model name."""
 
 

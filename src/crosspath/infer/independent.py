@@ -12,11 +12,16 @@ from .paths import PathStore, PathTrace
 from .prompts import STEP_BY_STEP
 
 
+def question_prompt(problem: Problem, render) -> str:
+    """The prompt every path of `problem` starts from."""
+    return render(STEP_BY_STEP.format(question=problem.question))
+
+
 def solve(problems: list[Problem], store: PathStore, cfg, render, seed: int) -> list[list[PathTrace]]:
     """Run N independent paths for each problem (all problems' paths in one generator call)."""
     traces, ids = [], []
     for p in problems:
-        prompt = render(STEP_BY_STEP.format(question=p.question))
+        prompt = question_prompt(p, render)
         row = []
         for _ in range(cfg.paths):
             ids.append(store.add(prompt))

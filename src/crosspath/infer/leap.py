@@ -78,21 +78,23 @@ def _summary_of(text: str, open_tag: str, close_tag: str) -> str:
     return s.replace(close_tag, "").strip()
 
 
+def question_prompt(problem: Problem, opts: LeapOptions, render: Callable[..., str]) -> str:
+    """The prompt every path of `problem` starts from (LeaP-T models: the plain one)."""
+    if opts.leap_t:
+        return render(STEP_BY_STEP.format(question=problem.question))
+    return render(LEAP_QUESTION.format(question=problem.question), prefill=LEAP_PREFILL)
+
+
 def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
           opts: LeapOptions, similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix,
           on_round: Callable[[int, int], None] | None = None) -> list[list[PathTrace]]:
     tags = TAG_SETS[opts.tags]
     N = cfg.paths
-    if opts.leap_t:
-        prompt_of = lambda p: render(STEP_BY_STEP.format(question=p.question))  # noqa: E731
-        round_stops = (THINK_END, tags.open_summary)
-    else:
-        prompt_of = lambda p: render(LEAP_QUESTION.format(question=p.question), prefill=LEAP_PREFILL)  # noqa: E731
-        round_stops = (THINK_END,)
+    round_stops = (THINK_END, tags.open_summary) if opts.leap_t else (THINK_END,)
     traces: list[list[PathTrace]] = []
     ids: list[list[int]] = []
     for p in problems:
-        prompt = prompt_of(p)
+        prompt = question_prompt(p, opts, render)
         traces.append([PathTrace(prompt=prompt) for _ in range(N)])
         ids.append([store.add(prompt) for _ in range(N)])
     ids_flat = [i for row in ids for i in row]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crosspath.tasks.grading import last_boxed
+from crosspath.errors import CrosspathError
 from crosspath.tasks.problem import Problem
 
 DEFAULT_RG_SIZE = 100  # rg: problems generated when neither `size` nor `limit` is given
@@ -58,7 +59,7 @@ TASKS: list[tuple[str, str]] = [
 ]
 
 
-class TaskError(ValueError):
+class TaskError(CrosspathError, ValueError):
     """A task spec, option or data row that cannot be turned into Problems."""
 
 
