@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import add_arguments, from_args
+from ..config import ConfigError, add_arguments, from_args
 
 DESCRIPTION = """Distillation from many reasoning paths.
 
@@ -90,7 +90,7 @@ def _cmd_train(args) -> int:
 
     cfg = from_args(QRConfig, args, args.config)
     if not cfg.data:
-        raise ValueError("--data is required (filtered paths from `crosspath distill filter`)")
+        raise ConfigError("--data is required (filtered paths from `crosspath distill filter`)")
     res = train(cfg)
     if "routing" in res:
         print("router: mean probability per style and student")
@@ -105,6 +105,6 @@ def _cmd_leap_t(args) -> int:
 
     cfg = from_args(LeapTConfig, args, args.config)
     if not cfg.runs:
-        raise ValueError("--runs is required (LeaP run directories)")
+        raise ConfigError("--runs is required (LeaP run directories)")
     train_leap_t(cfg)
     return 0
