@@ -115,6 +115,10 @@ def test_out_must_be_a_writable_folder(tmp_path, capsys, monkeypatch):
     assert f"--out {afile / 'sub' / 'run'} is under {afile}, which is a file" in capsys.readouterr().err
     assert main(TRAIN + ["--out", str(afile)]) == 2
     assert f"--out {afile} is a file, not a folder" in capsys.readouterr().err
+    assert main(["distill", "generate", "--out", str(afile / "paths.jsonl")]) == 2  # a file's --out
+    assert f"--out {afile / 'paths.jsonl'} is under {afile}, which is a file" in capsys.readouterr().err
+    assert main(["distill", "filter", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder; name a file" in capsys.readouterr().err
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(RunDirError, match="is not writable"):
         check_writable(tmp_path / "ro")

@@ -19,7 +19,7 @@ import dataclasses
 import sys
 
 from . import __version__
-from .config import add_arguments, from_args
+from .config import ConfigError, add_arguments, from_args
 from .errors import CrosspathError
 
 
@@ -62,7 +62,7 @@ def _cmd_eval(args) -> int:
 
         given = sorted(k for k in vars(args) if k in {f.name for f in dataclasses.fields(RunConfig)} - {"adapter"})
         if given or args.config:
-            raise ValueError(f"--run takes model, task and held-out set from the training run; it cannot be "
+            raise ConfigError(f"--run takes model, task and held-out set from the training run; it cannot be "
                              f"combined with {given or ['--config']} (use crosspath train-eval --run DIR ...)")
         return main(["train-eval", "--run", args.run] + (["--adapter", args.adapter] if "adapter" in args else []))
     args.method = "greedy"

@@ -117,20 +117,22 @@ class RunLock:
 # --- the claim ------------------------------------------------------------------------------------------
 
 
-def check_writable(out: Path) -> None:
-    """Create `out` (and its parents) or raise RunDirError saying why it cannot be a run folder."""
-    for parent in (out, *out.parents):
+def check_writable(folder: Path, out: Path | None = None) -> None:
+    """Create `folder` (and its parents) or raise RunDirError saying why it cannot hold the output;
+    messages name `out` (default: the folder itself; a file's --out names the file)."""
+    out = out or folder
+    for parent in (folder, *folder.parents):
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
-                what = "is a file" if parent == out else f"is under {parent}, which is a file"
-                raise RunDirError(f"--out {out} {what}, not a folder")
+                what = "is a file, not a folder" if parent == out else f"is under {parent}, which is a file"
+                raise RunDirError(f"--out {out} {what}")
             break
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"cannot create --out {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise RunDirError(f"--out {out} is not writable (permission denied)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {out} is not writable (permission denied on {folder})")
 
 
 def _holds(path: Path) -> bool:
