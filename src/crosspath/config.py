@@ -157,7 +157,7 @@ def _value_problem(value: Any, tp, meta: dict) -> str | None:
     return None if ok else f"must be {bounds_text(meta)}"
 
 
-def problems(cls, values: dict[str, Any], origin: dict[str, str] | None = None) -> list[str]:
+def invalid_options(cls, values: dict[str, Any], origin: dict[str, str] | None = None) -> list[str]:
     """One line per value of `values` that its field of `cls` does not allow: wrong type (a string
     for a list option included), not among its choices, out of its bounds. `origin` names where a
     value was set (a YAML file) for the message."""
@@ -192,12 +192,12 @@ def _raise(found: list[str]) -> None:
 
 def check(cfg) -> None:
     """Raise ConfigError naming every option of `cfg` whose value is not allowed."""
-    _raise(problems(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}))
+    _raise(invalid_options(type(cfg), {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}))
 
 
 def build(cls, values: dict[str, Any], origin: dict[str, str] | None = None):
     """`cls(**values)` after checking every value (ConfigError names option, value and origin)."""
-    _raise(problems(cls, values, origin))
+    _raise(invalid_options(cls, values, origin))
     return cls(**values)
 
 
@@ -247,7 +247,7 @@ def read_yaml(path: str | Path, cls=None) -> dict[str, Any]:
 
 def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None, base: dict | None = None):
     """Defaults < `base` (e.g. a run's saved config.yaml) < YAML file < flags given on the command
-    line; every value is checked (see `problems`)."""
+    line; every value is checked (see `invalid_options`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in names}
     origin: dict[str, str] = {}

@@ -42,7 +42,7 @@ class RunExistsError(RunDirError, FileExistsError):
 # --- lock ---------------------------------------------------------------------------------------------
 
 _HELD: dict[str, list] = {}  # lock path -> [fd, number of claims] held by this process
-_GUARD = threading.Lock()
+_GUARD = threading.RLock()  # re-entrant: a collected RunLock may release from inside a claim
 
 
 def _acquire(path: str, folder: Path) -> int:
