@@ -102,21 +102,23 @@ def repair_close_tag(text: str, close_tag: str, cut: bool) -> str:
     return ("..." if cut else "") + "\n" + close_tag
 
 
+def question_prompt(problem: Problem, opts: LeapOptions, render: Callable[..., str]) -> str:
+    """The prompt every path of `problem` starts from (LeaP-T models: the plain one)."""
+    if opts.leap_t:
+        return render(plain_prompt(problem))
+    return render(leap_prompt(problem), prefill=LEAP_PREFILL)
+
+
 def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
           opts: LeapOptions, similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix,
           on_round: Callable[[int, int], None] | None = None) -> list[list[PathTrace]]:
     tags = TAG_SETS[opts.tags]
     N = cfg.paths
-    if opts.leap_t:
-        prompt_of = lambda p: render(plain_prompt(p))  # noqa: E731
-        round_stops = (THINK_END, tags.open_summary)
-    else:
-        prompt_of = lambda p: render(leap_prompt(p), prefill=LEAP_PREFILL)  # noqa: E731
-        round_stops = (THINK_END,)
+    round_stops = (THINK_END, tags.open_summary) if opts.leap_t else (THINK_END,)
     traces: list[list[PathTrace]] = []
     ids: list[list[int]] = []
     for p in problems:
-        prompt = prompt_of(p)
+        prompt = question_prompt(p, opts, render)
         traces.append([PathTrace(prompt=prompt) for _ in range(N)])
         ids.append([store.add(prompt) for _ in range(N)])
     ids_flat = [i for row in ids for i in row]

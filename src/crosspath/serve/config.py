@@ -58,7 +58,7 @@ class ServeConfig:
     threads: int | None = reuse("threads")
     # ---- HTTP ----
     host: str = field("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
-    port: int = field(8000, "TCP port")
+    port: int = field(8000, "TCP port", ge=0, le=65535)
     api_key: str | None = field(None, "require `Authorization: Bearer KEY` on /v1/* (default: $CROSSPATH_API_KEY; "
                                       "unset: no authentication)")
     log_level: str = field("info", "uvicorn log level", choices=("critical", "error", "warning", "info", "debug"))
@@ -79,24 +79,25 @@ class ServeConfig:
     leap_t: bool = reuse("leap_t")
     max_tokens: int | None = field(None, "per-path token budget when a request sends no max_tokens (leap: cap on "
                                          "a path's generated tokens, default none; independent: default the LeaP "
-                                         "worst case rounds x round_tokens + summaries + answer)")
+                                         "worst case rounds x round_tokens + summaries + answer)", ge=1)
     temperature: float = reuse("temperature")
     top_p: float = reuse("top_p")
     sample_top_k: int = reuse("sample_top_k")
     min_p: float = reuse("min_p")
-    seed: int = field(0, "base seed of batches whose requests send no seed")
+    seed: int = field(0, "base seed of batches whose requests send no seed", ge=0)
     # ---- limits and scheduling ----
-    max_paths: int = field(16, "most paths a request may ask for (400 above)")
-    max_rounds: int = field(8, "most LeaP rounds a request may ask for (400 above)")
+    max_paths: int = field(16, "most paths a request may ask for (400 above)", ge=1)
+    max_rounds: int = field(8, "most LeaP rounds a request may ask for (400 above)", ge=1)
     max_path_tokens: int = field(4096, "largest per-path token budget a request may cause: max_tokens, or "
-                                       "rounds x round_tokens + summaries + answer (400 above)")
-    max_body_bytes: int = field(1_000_000, "largest request body in bytes (413 above)")
-    max_batch: int = field(8, "most requests run together as one LeaP batch")
+                                       "rounds x round_tokens + summaries + answer (400 above)", ge=1)
+    max_body_bytes: int = field(1_000_000, "largest request body in bytes (413 above)", ge=1)
+    max_batch: int = field(8, "most requests run together as one LeaP batch", ge=1)
     batch_window_ms: float = field(15.0, "how long the scheduler waits for more requests after the oldest "
-                                         "pending one arrived before it starts a batch")
-    max_queue: int = field(256, "most requests waiting for a batch (429 above)")
-    workers: int = field(1, "batches run at the same time (hf: must be 1; openai: >1 keeps an upstream pool busy)")
-    shutdown_timeout: float = field(30.0, "on SIGTERM: seconds to finish in-flight requests; the rest get 503")
+                                         "pending one arrived before it starts a batch", ge=0)
+    max_queue: int = field(256, "most requests waiting for a batch (429 above)", ge=1)
+    workers: int = field(1, "batches run at the same time (hf: must be 1; openai: >1 keeps an upstream pool busy)",
+                         ge=1)
+    shutdown_timeout: float = field(30.0, "on SIGTERM: seconds to finish in-flight requests; the rest get 503", ge=0)
 
     @property
     def name(self) -> str:
