@@ -293,10 +293,11 @@ class SameAnswer:
     False
     """
 
-    def __init__(self, problem: Problem | dict | None = None, timeout: float = VOTE_TIMEOUT) -> None:
+    def __init__(self, problem: Problem | dict | None = None, timeout: float | None = None) -> None:
         field = (problem.get if isinstance(problem, dict) else lambda k: getattr(problem, k, None))
         self.exact = problem is not None and (bool(field("choices")) or "rg" in (field("meta") or {}))
-        self.timeout, self.timeouts, self.slow = timeout, 0, set()
+        self.timeout = VOTE_TIMEOUT if timeout is None else timeout
+        self.timeouts, self.slow = 0, set()
 
     def __call__(self, a: str, b: str) -> bool:
         if a == b:
