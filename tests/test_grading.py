@@ -56,7 +56,7 @@ N = 200_000  # characters of adversarial text; quadratic extraction took ~20 s a
     ("so \\boxed{7}. " + "\\boxed{" * (N // 7), None, "7"),  # a box, then nothing but unclosed boxes
     ("\\boxed{" * (N // 7) + "}" * 3, None, ""),  # the three innermost close: an empty box
     ("<answer>5</answer>" + "<answer>" * (N // 8), None, "5"),
-    ("The answer is 3.\n" + "\n" * N + "x", ["1", "2", "3"], "C"),
+    ("B\n" + " \n" * (N // 2) + "x", ["1", "2", "3"], "B"),
     ("answer: " * (N // 8) + "4", None, "4"),
     ("1" * N + "a 12", None, "12"),
     (" " * N + "#### 9", None, "9"),

@@ -187,7 +187,7 @@ def _to_letter(answer: str, choices: list[str] | None) -> str | None:
 def _last_choice_letter(text: str, n: int) -> str | None:
     valid = LETTERS[:n]
     patterns = [rf"\(([{valid}])\)", rf"\b(?:option|choice)\s*\(?([{valid}])\b",
-                rf"(?m)^[ \t]*([{valid}])[).:]?[ \t]*$"]
+                rf"(?m)^[^\S\n]*([{valid}])[).:]?[^\S\n]*$"]
     hits = [(m.start(), m.group(1)) for p in patterns for m in re.finditer(p, text, re.IGNORECASE)]
     hits = [(pos, letter.upper()) for pos, letter in hits if letter.upper() in valid]
     return max(hits)[1] if hits else None
