@@ -14,7 +14,7 @@ from crosspath.tasks import Problem, grading, load_task
 
 
 class Scripted:
-    """Path i of every question writes texts[i % len(texts)] ({gold} is the question's number)."""
+    """Path i of every question writes texts[i % len(texts)]."""
 
     tok = SimpleNamespace(chat_template=None)  # prompts are the plain question
 
@@ -23,7 +23,8 @@ class Scripted:
 
     def generate(self, prompts, params):
         n = len(self.texts)
-        return [Completion(text=self.texts[i % n], token_ids=[1, 2, 3], finish_reason="stop") for i in range(len(prompts))]
+        return [Completion(text=self.texts[i % n], token_ids=[1, 2, 3], finish_reason="stop")
+                for i in range(len(prompts))]
 
 
 def _run(tmp_path, texts, problems=None, **kw):
@@ -85,6 +86,8 @@ def test_the_server_counts_equivalent_answers_as_one_vote():
 
 
 def test_the_students_ensemble_votes_on_meaning():
-    row = lambda answer, correct: {"q": {"answer": "1/2", "paths": [{"answer": answer, "correct": correct}]}}  # noqa: E731
+    def row(answer, correct):
+        return {"q": {"answer": "1/2", "paths": [{"answer": answer, "correct": correct}]}}
+
     students = [row("3", False), row("0.5", True), row("\\frac{1}{2}", True)]
     assert ensemble_accuracy(students, [0.9, 0.5, 0.1]) == 1.0  # 2 votes for one half beat the best student's 3

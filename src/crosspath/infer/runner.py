@@ -130,7 +130,8 @@ def _grade_rounds(problem, rounds: list[dict]) -> int:
     timeouts = 0
     for rd in rounds:
         if "answer" in rd:
-            _, rd["correct"], timed_out = judge(problem, f"\\boxed{{{rd['answer']}}}") if rd["answer"] else (None, False, False)
+            verdict = judge(problem, f"\\boxed{{{rd['answer']}}}") if rd["answer"] else (None, False, False)
+            _, rd["correct"], timed_out = verdict
             timeouts += timed_out
     return timeouts
 

@@ -21,12 +21,14 @@ read-only directory. It runs `warm` once (the slow imports), then answers one JS
 2. the worker forks a child, which calls `sandbox()` and then `check()`;
 3. the worker waits `timeout` seconds for the child's JSON result and kills it after that.
 
-The sandbox: no new processes (RLIMIT_NPROC 0), no bytes written to any file (RLIMIT_FSIZE 0),
-CPU time and address space bounded, no core dumps, stdin and the worker's pipes closed, cwd the
-empty directory, and when running as root the unprivileged uid/gid 65534 (so nothing that root
-owns can be written, and the empty directory cannot even be read). A child is used once: a slow
-check costs no restart (the imports stay warm in the worker), and nothing a child does can change
-what later checks see. The caller waits `timeout + PREP_TIMEOUT` for the worker itself.
+The sandbox: no new processes (RLIMIT_NPROC 0), no file or socket opened (RLIMIT_NOFILE 4 with
+fds 0-3 taken), no bytes written to any file (RLIMIT_FSIZE 0), CPU time and address space
+bounded, no core dumps, stdin and the worker's pipes closed, cwd the empty directory, and when
+running as root the unprivileged uid/gid 65534. A child is used once: a slow check costs no
+restart (the imports stay warm in the worker), and nothing a child does can change what later
+checks see. As the sandbox cannot read a module file, a check that imports a module lazily is
+rerun once the worker has imported it (`check_sandboxed`; once per module and worker). The
+caller waits for the worker itself as long as all runs and PREP_TIMEOUT may take.
 """
 
 from __future__ import annotations
@@ -223,14 +225,14 @@ class _Worker:
                                f"{sys.executable} -c 'from crosspath.tasks.verifier import serve'")
 
     def ask(self, request: dict, timeout: float) -> dict | None:
-        """The worker's reply, or None when it died or did not answer within `timeout + PREP_TIMEOUT`."""
+        """The worker's reply, or None when it died or did not answer in time."""
         data = memoryview((json.dumps({"request": request, "timeout": timeout}) + "\n").encode())
         try:
             while data:
                 data = data[os.write(self.proc.stdin.fileno(), data):]
         except OSError:  # the worker died
             return None
-        line = self._read_line(timeout + PREP_TIMEOUT)
+        line = self._read_line(timeout * (IMPORT_RETRIES + 1) + PREP_TIMEOUT)
         return None if line is None else json.loads(line)
 
     def _read_line(self, timeout: float) -> str | None:
@@ -284,7 +286,7 @@ class WorkerPool:
                 died = worker.proc.poll() is not None
                 worker.kill()
                 if not died:  # stuck in its trusted part: counted like a slow check
-                    raise TimedOut(f"worker gave no answer within {timeout + PREP_TIMEOUT} s")
+                    raise TimedOut(f"the {self.handler} worker gave no answer")
             return None
 
     def _workdir(self) -> str:
