@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..config import DTYPES, check, config_hash, field, save_yaml, to_dict
 from ..models import DEFAULT_MODEL
 from ..rundir import RunDirError, claim_run_dir
-from ..tasks import TaskError, grade, load_task
+from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
 from .paths import PathStore
@@ -135,25 +135,35 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _grade_rounds(problem, rounds: list[dict]) -> None:
+def _grade_rounds(problem, rounds: list[dict]) -> int:
+    """Grade each LeaP round's answer in place; returns how many checks timed out."""
+    timeouts = 0
     for rd in rounds:
         if "answer" in rd:
-            rd["correct"] = grade(problem, f"\\boxed{{{rd['answer']}}}")[1] if rd["answer"] else False
+            verdict = judge(problem, f"\\boxed{{{rd['answer']}}}") if rd["answer"] else (None, False, False)
+            _, rd["correct"], timed_out = verdict
+            timeouts += timed_out
+    return timeouts
 
 
 def result_row(problem, traces, cfg: RunConfig, chash: str, wall: float) -> dict[str, Any]:
-    paths = []
+    """One results.jsonl line. `grading_timeouts` counts the checks that ran out of time while
+    grading this question (each graded wrong) and the answer comparisons of its vote that did."""
+    paths, timeouts = [], 0
     for t in traces:
-        answer, correct = grade(problem, t.own_text if t.own_text is not None else t.text)
+        answer, correct, timed_out = judge(problem, t.own_text if t.own_text is not None else t.text)
+        timeouts += timed_out
         if cfg.method == "leap":
-            _grade_rounds(problem, t.rounds)
+            timeouts += _grade_rounds(problem, t.rounds)
         paths.append({"text": t.text, "answer": answer, "correct": correct, "tokens": t.tokens,
                       "finish": t.finish, "rounds": t.rounds})
     answers, correct = [p["answer"] for p in paths], [p["correct"] for p in paths]
-    cons_answer, cons_correct = cons_at_n(answers, correct)
+    same = SameAnswer(problem)
+    cons_answer, cons_correct = cons_at_n(answers, correct, equiv=same)
     return {**problem.to_dict(), "method": cfg.method, "config": chash, "prompt": traces[0].prompt,
             "paths": paths, "cons_answer": cons_answer, "cons_correct": cons_correct,
-            "pass_at_1": pass_at_1(correct), "tokens": sum(p["tokens"] for p in paths), "wall_seconds": round(wall, 3)}
+            "pass_at_1": pass_at_1(correct), "tokens": sum(p["tokens"] for p in paths),
+            "grading_timeouts": timeouts + same.timeouts, "wall_seconds": round(wall, 3)}
 
 
 def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:

@@ -11,15 +11,15 @@ is the question and is continued as raw text, exactly as given; with `crosspath.
 in the method's instruction (as plain text, no chat template) instead. Either way LeaP appends its
 summary requests and peer blocks to every path as rounds go.
 
-The answer. Each path's answer is `extract_answer` of its text; `majority_vote` over the paths
-gives the consensus; the reply is the text of the first path with that answer (path 0 if no path
-has one). Usage counts every path: prompt tokens x paths, and all generated tokens (reasoning,
-summaries, forced answers).
+The answer. Each path's answer is `extract_answer` of its text; the majority vote over the paths
+(`votes`, answers grouped by meaning with `SameAnswer`: "1/2", "0.5" and "\\frac{1}{2}" are one
+vote) gives the consensus; the reply is the text of the first path of the winning group (path 0
+if no path has an answer). Usage counts every path: prompt tokens x paths, and all generated
+tokens (reasoning, summaries, forced answers).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ from ..infer.paths import PathStore, PathTrace
 from ..infer.prompts import TAG_SETS
 from ..infer.routing import get_similarity
 from ..infer.leap import own_text
-from ..tasks import Problem, extract_answer, majority_vote
+from ..tasks import Problem, SameAnswer, extract_answer, votes
 from .config import RequestError, ServeConfig, Settings, resolve_settings
 from .scheduler import Job, Scheduler, unavailable
 
@@ -82,13 +82,8 @@ def _text_of(content: Any, where: str) -> str:
 
 
 def votes_of(answers: list[str | None]) -> list[dict[str, Any]]:
-    """[{"answer", "votes", "paths"}], most votes first (ties: first seen), answers stripped."""
-    groups: dict[str, list[int]] = collections.OrderedDict()
-    for i, a in enumerate(answers):
-        if a is not None and str(a).strip():
-            groups.setdefault(str(a).strip(), []).append(i)
-    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # stable: ties keep first-seen order
-    return [{"answer": a, "votes": len(ix), "paths": ix} for a, ix in ranked]
+    """[{"answer", "votes", "paths"}], most votes first (`crosspath.tasks.votes`, by meaning)."""
+    return [{"answer": a, "votes": len(ix), "paths": ix} for a, ix in votes(answers, SameAnswer())]
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -234,8 +229,8 @@ class Service:
         """The consensus reply, its usage and the `crosspath` field for one request."""
         s = req.settings
         answers = [extract_answer(t.own_text if t.own_text is not None else t.text) for t in traces]
-        consensus = majority_vote(answers)
-        pick = next((i for i, a in enumerate(answers) if a is not None and str(a).strip() == consensus), 0)
+        ranked = votes_of(answers)
+        consensus, pick = (ranked[0]["answer"], ranked[0]["paths"][0]) if ranked else (None, 0)
         text, stopped = _cut_at_stop(traces[pick].text, s.stop)
         finish = "stop" if stopped or traces[pick].finish not in ("length", "budget") else "length"
         prompt_tokens = len(self.tok(prefix, add_special_tokens=False)["input_ids"]) * len(traces)
@@ -244,7 +239,7 @@ class Service:
         for n, (t, a) in enumerate(zip(traces, answers)):
             rounds = [{k: v for k, v in rd.items() if k != "text"} for rd in t.rounds] if s.method == "leap" else []
             paths.append({"index": n, "answer": a, "tokens": t.tokens, "finish": t.finish, "rounds": rounds})
-        extra = {"method": s.method, "answer": consensus, "consensus_path": pick, "votes": votes_of(answers),
+        extra = {"method": s.method, "answer": consensus, "consensus_path": pick, "votes": ranked,
                  "paths": paths, "batch": batch,
                  "config": {"paths": s.paths, "max_tokens": s.max_tokens, "temperature": s.temperature,
                             "top_p": s.top_p, "seed": s.seed,
