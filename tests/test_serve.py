@@ -339,6 +339,39 @@ def test_prompt_length_is_bounded(server, client, tiny):
     assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply
 
 
+class LengthGen(SlowGen):
+    """The tiny model; records how many tokens each path held in the model when it was closed."""
+
+    def __init__(self, gen):
+        super().__init__(gen, 0.0)
+        self.lengths = []
+
+    def close(self, h):
+        self.lengths.append(len(self._gen._paths[h].ids) + 1)  # + the last sampled token (not cached yet)
+        self._gen.close(h)
+
+
+@pytest.mark.parametrize("opts", [dict(top_k=2, rounds=3, round_tokens=8, summary_tokens=6, temperature=1.0),
+                                  dict(router="all", top_k=1, rounds=2, round_tokens=8, summary_tokens=16)])
+def test_the_context_check_reserves_what_a_path_really_adds(tiny, opts):
+    """Settings.path_growth (what prepare reserves in the model's context after the prompt) covers
+    every token a LeaP path really held: its own text, summaries, peers' summaries and cues."""
+    model, tok = tiny
+    gen = LengthGen(HFGenerator(model, tok))
+    cfg = ServeConfig(**{**SMALL, "paths": 4, "answer_tokens": 6, "batch_window_ms": 500, **opts})
+    svc = Service(cfg, generator=gen, tokenizer=tok)
+    try:
+        reqs = [svc.prepare("chat", {"messages": [{"role": "user", "content": f"{q} + 7?"}]}) for q in range(2)]
+        events = [[] for _ in reqs]
+        for req, ev in zip(reqs, events):
+            svc.submit(req, lambda kind, payload, ev=ev: ev.append(kind))
+        assert svc.scheduler.wait_idle(60) and all(ev[-1] == "done" for ev in events)
+        assert len(gen.lengths) == 8 and svc.scheduler.batch_sizes == [2]
+        assert max(gen.lengths) - min(r.prompt_tokens for r in reqs) <= reqs[0].settings.path_growth(svc.count)
+    finally:
+        svc.scheduler.close()
+
+
 def test_docs_need_the_key_and_load_nothing(server):
     auth = {"Authorization": f"Bearer {KEY}"}
     for route in ("/docs", "/openapi.json"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..config import field
-from ..infer.prompts import FINAL_ANSWER, RECAP_TRIGGERS, TAG_SETS, peer_block, summary_request
+from ..infer.prompts import FINAL_ANSWER, RECAP_TRIGGERS, SUMMARY_OPENER, TAG_SETS, peer_block, summary_request
 from ..infer.runner import RunConfig
 
 _RUN = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -176,16 +176,18 @@ class Settings:
     def path_growth(self, count: Callable[[str], int]) -> int:
         """Most tokens a path may add after its prompt (`count` tokenizes): what it writes, plus for
         LeaP the text put into it per communication (the summary request, k peers' summaries and
-        the block around them, a repaired summary tag) and the forced-answer cue. An estimate: a
-        summary re-tokenized inside another path may differ by a token or two."""
+        the block around them, a repaired summary tag) and the forced-answer cue. A peer's summary
+        is re-read as text, and text does not always tokenize back into as few tokens as were
+        sampled (a weak model's odd token runs do not): it counts twice its budget."""
         if self.method == "independent":
             return self.max_tokens or 0
         tags = TAG_SETS[self.tags]
         last = self.rounds - 1
         comms = last if self.comm_rounds is None else len({r for r in self.comm_rounds if 0 <= r < last})
+        k = self.paths - 1 if self.router == "all" else min(self.top_k, self.paths - 1)  # peers per path
+        peers = peer_block([SUMMARY_OPENER + "..."] * k, tags)  # all but the peers' own tokens
         per_comm = (max(count(summary_request(0, j, tags)) for j in range(len(RECAP_TRIGGERS)))
-                    + count("...\n" + tags.close_summary) + count(peer_block([""] * self.top_k, tags))
-                    + self.top_k * self.summary_tokens)
+                    + count("...\n" + tags.close_summary) + count(peers) + 2 * k * self.summary_tokens)
         return self.worst_case_tokens() + comms * per_comm + count(FINAL_ANSWER)
 
 
