@@ -36,7 +36,7 @@ from typing import Any, Callable
 from ..backends.base import BackendError, Completion, SamplingParams
 from ..infer import independent, leap
 from ..infer.paths import PathStore, PathTrace
-from ..infer.prompts import LEAP_PREFILL, LEAP_QUESTION, STEP_BY_STEP, TAG_SETS
+from ..infer.prompts import LEAP_PREFILL, TAG_SETS, leap_prompt, plain_prompt
 from ..infer.routing import get_similarity
 from ..infer.leap import own_text
 from ..tasks import Problem, SameAnswer, extract_answer, votes
@@ -98,9 +98,10 @@ def votes_of(answers: list[str | None]) -> list[dict[str, Any]]:
 def instruction(s: Settings, question: str) -> tuple[str, str]:
     """(user text, assistant pre-fill) the method renders for `question` (as leap.solve and
     independent.solve do), so a prompt can be measured before its batch runs."""
+    problem = Problem(id="request", question=question, answer="")
     if s.method == "leap" and not s.leap_t:
-        return LEAP_QUESTION.format(question=question), LEAP_PREFILL
-    return STEP_BY_STEP.format(question=question), ""
+        return leap_prompt(problem), LEAP_PREFILL
+    return plain_prompt(problem), ""
 
 
 def context_length(gen, tok) -> int | None:
