@@ -12,7 +12,8 @@ import torch
 
 from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
-from crosspath.train.common import NonFiniteError, latest_checkpoint
+from crosspath.train.checkpoint import latest_checkpoint
+from crosspath.train.guard import NonFiniteError
 from crosspath.train.trainer import TrainConfig, Trainer
 
 TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}

@@ -67,7 +67,7 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_train(args) -> int:
-    from crosspath.train.common import NonFiniteError
+    from crosspath.train.guard import NonFiniteError
     from crosspath.train.trainer import Trainer
 
     cfg = _config(args)
@@ -90,7 +90,7 @@ def _resolve_adapter(args) -> str | None:
         return None
     if args.adapter or not args.run:
         return args.adapter
-    from crosspath.train.common import latest_checkpoint
+    from crosspath.train.checkpoint import latest_checkpoint
 
     run = Path(args.run)
     if (run / "final").is_dir():

@@ -30,7 +30,15 @@ import torch
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
 from crosspath.tasks import count_markers, grade, load_task
-from crosspath.train import TrainConfig, common  # TrainConfig lives in __init__: a light import for the CLI
+from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
+from crosspath.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
+                                         broadcast_params, init_distributed)
+from crosspath.train.guard import check_finite
+from crosspath.train.lora import save_weights, setup_lora, trainable_parameters
+from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler
+from crosspath.train.rng import set_seed
+from crosspath.train.rundir import CHECKPOINTS, RunDir
 from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
 from crosspath.train.m3po import make_hook
 from crosspath.train.rollout import Rollout, greedy_decode, sample_rollouts, sequence_logprobs
@@ -122,7 +130,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.dist = common.init_distributed(cfg.device)
+        self.dist = init_distributed(cfg.device)
         if cfg.questions_per_step % self.dist.world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} is not a multiple of "
                              f"the world size {self.dist.world_size}")
@@ -133,25 +141,25 @@ class Trainer:
             model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=self.dist.device)
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        common.set_seed(cfg.seed)
-        self.model = common.setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
+        set_seed(cfg.seed)
+        self.model = setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.params = common.trainable_parameters(self.model)
-        common.broadcast_params(self.params)
-        self.optimizer = common.make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
+        self.params = trainable_parameters(self.model)
+        broadcast_params(self.params)
+        self.optimizer = make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
                                                eight_bit=cfg.optim == "adamw_8bit")
-        self.scheduler = common.make_scheduler(self.optimizer, cfg.steps * cfg.num_iterations, cfg.warmup_ratio)
+        self.scheduler = make_scheduler(self.optimizer, cfg.steps * cfg.num_iterations, cfg.warmup_ratio)
         self.train_set, self.eval_set = load_splits(cfg)
         if not self.train_set:
             raise ValueError(f"no training questions for {cfg.task} (train_size {cfg.train_size})")
         self.hook = (make_hook(cfg.group_size, cfg.m3po_lambda, cfg.m3po_temperature, cfg.m3po_weighting)
                      if cfg.algo == "m3po" else None)
-        self.run = common.RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
+        self.run = RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
         self.step, self.position, self.last_checkpoint, self._perm = 0, 0, None, (-1, None)
-        ckpt = common.latest_checkpoint(self.out) if cfg.resume else None
+        ckpt = latest_checkpoint(self.out) if cfg.resume else None
         if ckpt is not None:
-            state = common.load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.dist.rank)
+            state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.dist.rank)
             self.step, self.position, self.last_checkpoint = state["step"], state["data_position"], ckpt
             self.run.truncate_metrics(self.step)
         elif self.dist.main and self.run.metrics_path.exists():
@@ -168,17 +176,17 @@ class Trainer:
             if diff:
                 raise ValueError(f"{self.out} was trained with other values of {diff}; resume with the same "
                                  "options (only steps, eval/save/log options may change) or use another --out")
-        elif (self.out / "metrics.jsonl").exists() or (self.out / common.CHECKPOINTS).exists():
+        elif (self.out / "metrics.jsonl").exists() or (self.out / CHECKPOINTS).exists():
             if not cfg.overwrite:
                 raise FileExistsError(f"{self.out} already holds a training run: pass --resume to continue "
                                       "it or --overwrite to replace it")
             if self.dist.main:
                 import shutil
 
-                for name in ("metrics.jsonl", common.CHECKPOINTS, "samples", "tb", "final"):
+                for name in ("metrics.jsonl", CHECKPOINTS, "samples", "tb", "final"):
                     target = self.out / name
                     shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-            common.barrier()
+            barrier()
 
     # --- data and rollouts ---------------------------------------------------------------------
 
@@ -206,7 +214,7 @@ class Trainer:
         except RuntimeError as e:  # multinomial on NaN probabilities: the weights already broke
             if "probability tensor" not in str(e):
                 raise
-            common.check_finite({"sampling probabilities": float("nan")}, step, [p.id for p in problems],
+            check_finite({"sampling probabilities": float("nan")}, step, [p.id for p in problems],
                                 self.last_checkpoint)
             raise
 
@@ -225,7 +233,7 @@ class Trainer:
         rows = 0 if rollout is None else len(rollout.texts)
         tokens = 0 if rollout is None else int(rollout.completion_mask.sum())
         live = 0 if advantages is None else int((advantages != 0).sum())
-        n_seq, n_tok, n_live = common.all_reduce_sum([rows, tokens, live])
+        n_seq, n_tok, n_live = all_reduce_sum([rows, tokens, live])
         chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
         if n_live == 0 and cfg.beta <= 0:  # every advantage is 0: the gradient is exactly 0, skip the forwards
             chunks = []
@@ -255,10 +263,10 @@ class Trainer:
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            common.all_reduce_grads(self.params)
-            loss_g, kl_g, clip_g = common.all_reduce_sum(sums)
-            grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
-            common.check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint)
+            all_reduce_grads(self.params)
+            loss_g, kl_g, clip_g = all_reduce_sum(sums)
+            grad_norm = clip_gradients(self.params, cfg.max_grad_norm)
+            check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -278,7 +286,7 @@ class Trainer:
         if cfg.scale_rewards != "batch" or not self.dist.active:
             return group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         centered = group_advantages(rewards, cfg.group_size, "none")
-        s, s2, n = common.all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
+        s, s2, n = all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
         std = max((s2 - s * s / n) / max(n - 1, 1), 0.0) ** 0.5
         return centered / (std + 1e-4)
 
@@ -312,20 +320,20 @@ class Trainer:
                 kept_problems += [problems[i] for i in take]
             if attempt == 0:
                 first = (problems, r, scored)
-            short = common.all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
+            short = all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
             if not cfg.filter_groups or short == 0:
                 break
         t_roll = time.time()
         rollout = cat_rollouts(kept, self.pad_id) if kept else None
         adv = self.advantages(torch.cat(kept_rewards)) if kept else None
-        n_groups = common.all_reduce_sum([len(kept_problems)])[0]
+        n_groups = all_reduce_sum([len(kept_problems)])[0]
         ids = [p.id for p in kept_problems]
         if n_groups > 0:
             stats = self.update(rollout, None if adv is None else adv.to(rollout.completion_ids.device), ids, step)
         else:  # every group filtered out on every rank: nothing to learn from, skip the update
             stats = {"loss": 0.0, "kl": None, "grad_norm": 0.0, "lr": self.optimizer.param_groups[0]["lr"]}
         self.step = step
-        sums = common.all_reduce_sum(list(seen.values()))
+        sums = all_reduce_sum(list(seen.values()))
         s = dict(zip(seen, sums))
         n = max(s["groups"] * g, 1.0)
         row = {"step": step, "epoch": round(self.position / len(self.train_set), 4), "data_position": self.position,
@@ -352,14 +360,14 @@ class Trainer:
     def evaluate(self) -> dict:
         shard = self.eval_set[self.dist.rank:: self.dist.world_size]
         sums, rows = evaluate(self.model, self.tok, shard, self.cfg)
-        c, f, n = common.all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
-        all_rows = [x for part in common.all_gather_objects(rows) for x in part]
+        c, f, n = all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
+        all_rows = [x for part in all_gather_objects(rows) for x in part]
         self.run.write_samples(f"eval-step-{self.step}", all_rows)
         return {"eval_accuracy": c / max(n, 1.0), "eval_format_rate": f / max(n, 1.0), "eval_questions": int(n)}
 
     def save(self) -> Path:
         state = {"data_position": self.position, "world_size": self.dist.world_size, "config": to_dict(self.cfg)}
-        self.last_checkpoint = common.save_checkpoint(self.run, self.step, self.model, self.optimizer,
+        self.last_checkpoint = save_checkpoint(self.run, self.step, self.model, self.optimizer,
                                                       self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints)
         return self.last_checkpoint
 
@@ -401,11 +409,11 @@ class Trainer:
 
             tmp, final = self.out / ".tmp-final", self.out / "final"
             shutil.rmtree(tmp, ignore_errors=True)
-            common.save_weights(self.model, tmp)
+            save_weights(self.model, tmp)
             self.tok.save_pretrained(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
-        common.barrier()
+        barrier()
 
 
 def train(cfg: TrainConfig, **kwargs) -> list[dict]:
