@@ -5,6 +5,7 @@ The tiny model never solves a sum, so most tests swap the reward for one that de
 """
 
 import json
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -143,6 +144,19 @@ def test_nan_guard_names_step_batch_and_checkpoint(tmp_path, fake_reward, monkey
     saved = Trainer(config(tmp_path, steps=3, resume=True))  # the NaN update was not applied
     for k, v in lora_state(saved.model).items():
         assert torch.equal(v, dict(t.model.named_parameters())[k])
+
+
+def test_training_emits_no_deprecation_warnings(tmp_path, fake_reward):
+    """LoRA set-up, activation checkpointing, sampling with a KV cache, the update and the greedy
+    evaluation use transformers' / peft's current API: no FutureWarning or DeprecationWarning."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        t = Trainer(config(tmp_path, steps=1, eval_every=1, gradient_checkpointing=True))
+        t.fit()
+    old_api = [f"{w.category.__name__}: {w.message}" for w in seen
+               if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not old_api, old_api
+    assert any(getattr(m, "gradient_checkpointing", False) for m in t.model.get_base_model().modules())
 
 
 def test_m3po_lambda_zero_equals_grpo(tmp_path, fake_reward):

@@ -2,6 +2,7 @@
 
     setup_lora(model, r, alpha, dropout, targets)   peft LoRA on a loaded model; base weights frozen
     trainable_parameters(model)                     the parameters the optimizer updates (LoRA only)
+    enable_activation_checkpointing(model)          recompute activations in the backward (saves memory)
     save_weights(model, folder) / load_weights      a peft model's adapter (adapter_model.safetensors),
                                                     a plain model's full weights (model.safetensors)
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from crosspath.models import peft_without_deprecation_warning
 
 
 def setup_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0,
@@ -30,7 +33,18 @@ def setup_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0,
         target_modules = "all-linear"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with peft_without_deprecation_warning():  # peft's own read of a deprecated transformers attribute
+        return get_peft_model(model, config)
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward (non-reentrant), with the name transformers has now
+    (`activation_checkpointing_enable`; `gradient_checkpointing_enable` before 5.2x)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from crosspath.models import cache_kwargs, kv_cache
 from crosspath.train.grpo import token_logprobs
 
 InputHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -199,7 +200,7 @@ def sample_rollouts(
     try:
         out = model(inputs_embeds=embed(first_ids), attention_mask=first_mask, position_ids=_positions(first_mask),
                     use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = kv_cache(out)
         logits = out.logits[:, -1].float()  # [B or N, V]
         if share_prefill and group_size > 1:
             cache.batch_repeat_interleave(group_size)
@@ -232,8 +233,8 @@ def sample_rollouts(
                 break
             attn = torch.cat([attn, active.long()[:, None]], dim=1)  # [N, L + 1]
             out = model(inputs_embeds=next_inputs[:, None, :], attention_mask=attn,
-                        position_ids=_positions(attn)[:, -1:], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                        position_ids=_positions(attn)[:, -1:], use_cache=True, **cache_kwargs(cache))
+            cache = kv_cache(out)
             logits = out.logits[:, -1].float()  # [N, V]
     finally:
         model.train(was_training)

@@ -35,7 +35,7 @@ from crosspath.train.checkpoint import latest_checkpoint, load_checkpoint, save_
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.guard import check_finite
-from crosspath.train.lora import save_weights, setup_lora, trainable_parameters
+from crosspath.train.lora import enable_activation_checkpointing, save_weights, setup_lora, trainable_parameters
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir
@@ -144,7 +144,7 @@ class Trainer:
         set_seed(cfg.seed)
         self.model = setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.model)
         self.params = trainable_parameters(self.model)
         broadcast_params(self.params)
         self.optimizer = make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
