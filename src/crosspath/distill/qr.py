@@ -244,7 +244,7 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
             counts.zero_()
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             checkpoint.save_checkpoint(run, step + 1, system, opt, sched, {"data_position": (step + 1) * cfg.batch_size},
-                                   keep=cfg.keep)
+                                       keep=cfg.keep)
     for i, s in enumerate(system.students):
         s.save_pretrained(out / ("adapter" if S == 1 else f"student-{i}/adapter"))
     result["steps"] = cfg.steps

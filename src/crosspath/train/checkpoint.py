@@ -2,6 +2,7 @@
 
     save_checkpoint(run, step, model, optimizer, scheduler, state)   checkpoints/step-N/
     load_checkpoint(folder, model, optimizer, scheduler)             -> trainer_state.json
+    load_latest_finite(run_dir, model, ..., probe_ids)               the newest that passes the NaN guard
     list_checkpoints(run_dir) / latest_checkpoint(run_dir)           complete ones, oldest first / newest
 
 A checkpoint folder `checkpoints/step-N/` holds
@@ -14,7 +15,8 @@ A checkpoint folder `checkpoints/step-N/` holds
 
 and only ever appears complete: everything is written into `checkpoints/.tmp-step-N/` and the folder
 is renamed at the end (a rename is atomic on one filesystem), so a kill leaves either the whole
-checkpoint or none; stale `.tmp-*` folders are removed by the next save.
+checkpoint or none; stale `.tmp-*` folders are removed by the next save. Weights holding a NaN or
+inf are never saved (crosspath.train.guard).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .distributed import barrier
+from .guard import NonFiniteError, nonfinite_output, broken_parameters
 from .lora import load_weights, save_weights
 from .optim import sync_scheduler_lr
 from .rng import rng_state, set_rng_state
@@ -59,8 +63,14 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: 
                     rank: int = 0, keep: int | None = None) -> Path:
     """Write checkpoints/step-N/ atomically (all ranks call it; rank 0 writes all but its RNG).
 
-    Deletes the oldest complete checkpoints beyond `keep` (None or <= 0: keep all).
+    Deletes the oldest complete checkpoints beyond `keep` (None or <= 0: keep all). Refuses
+    (NonFiniteError, nothing written) when a trainable weight holds a NaN/inf or overflows when
+    squared (crosspath.train.guard.broken_parameters).
     """
+    bad = broken_parameters(model)
+    if bad:
+        raise NonFiniteError(f"not saving checkpoint step-{step}: {len(bad)} weight tensors hold NaN/inf or overflowing values "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     final = run.ckpt_dir / f"step-{step}"
     tmp = run.ckpt_dir / f".tmp-step-{step}"
     if rank == 0:
@@ -104,3 +114,23 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None, rank: i
     if rng.exists():
         set_rng_state(torch.load(rng, weights_only=False))
     return json.loads((folder / STATE_FILE).read_text())
+
+
+def load_latest_finite(run_dir: str | Path, model, optimizer, scheduler, probe_ids: torch.Tensor,
+                       rank: int = 0) -> tuple[Path, dict[str, Any]] | None:
+    """Load the newest checkpoint whose weights are finite and give finite logits on `probe_ids`
+    ([1, L]); returns (folder, trainer_state) or None when the run has no checkpoint. A checkpoint
+    that fails (written before the guard existed) is removed with a warning, and the one before it
+    tried; NonFiniteError when none passes."""
+    found = list_checkpoints(run_dir)
+    for ckpt in reversed(found):
+        state = load_checkpoint(ckpt, model, optimizer, scheduler, rank)
+        if not broken_parameters(model) and not nonfinite_output(model, probe_ids):
+            return ckpt, state
+        warnings.warn(f"{ckpt} holds non-finite weights (or they give NaN/inf logits): removing it", stacklevel=2)
+        barrier()
+        if rank == 0:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    if found:
+        raise NonFiniteError(f"no checkpoint in {run_dir} holds finite weights: start again with --overwrite")
+    return None

@@ -3,6 +3,7 @@
     make_optimizer(params, lr, ...)        AdamW (bitsandbytes' 8-bit AdamW when asked and installed)
     make_scheduler(optimizer, total, w)    linear warmup over ceil(w * total) steps, then cosine to 0
     sync_scheduler_lr(optimizer, sched)    the optimizer's lr after a resume whose schedule changed
+    set_peak_lr(optimizer, sched, lr)      ... or whose peak learning rate changed (--lr on --resume)
     clip_gradients(params, max_norm)       global grad-norm clipping; returns the norm before
 """
 
@@ -43,6 +44,15 @@ def sync_scheduler_lr(optimizer, scheduler) -> None:
     whose total steps changed, the restored optimizer still holds the old schedule's value)."""
     for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * fn(scheduler.last_epoch)
+
+
+def set_peak_lr(optimizer, scheduler, lr: float) -> None:
+    """A new peak learning rate for every group, at the schedule's current point (a resume with
+    another --lr: the restored scheduler would otherwise go on from the saved peak)."""
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    sync_scheduler_lr(optimizer, scheduler)
 
 
 def clip_gradients(params, max_norm: float) -> float:

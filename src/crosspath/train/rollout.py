@@ -88,6 +88,39 @@ class Rollout:
         )
 
 
+def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate rollouts row-wise: prompts re-padded on the left, completions on the right."""
+    if len(parts) == 1:
+        return parts[0]
+    p, t = max(r.prompt_ids.shape[1] for r in parts), max(r.completion_ids.shape[1] for r in parts)
+
+    def pad(x, width, value, left=False):  # [N, w, ...] -> [N, width, ...]
+        if x is None:
+            return None
+        extra = [0, 0] * (x.dim() - 2) + ([width - x.shape[1], 0] if left else [0, width - x.shape[1]])
+        return torch.nn.functional.pad(x, extra, value=value)
+
+    cat = lambda name, width, value, left=False: (  # noqa: E731
+        None if getattr(parts[0], name) is None
+        else torch.cat([pad(getattr(r, name), width, value, left) for r in parts]))
+    return Rollout(prompt_ids=cat("prompt_ids", p, pad_id, True), prompt_mask=cat("prompt_mask", p, 0, True),
+                   completion_ids=cat("completion_ids", t, pad_id), completion_mask=cat("completion_mask", t, 0),
+                   thinking_mask=cat("thinking_mask", t, False), logprobs=cat("logprobs", t, 0.0),
+                   sampling_logprobs=cat("sampling_logprobs", t, 0.0), inputs_embeds=cat("inputs_embeds", t, 0.0),
+                   texts=[x for r in parts for x in r.texts], group_size=parts[0].group_size)
+
+
+def trim(r: Rollout) -> Rollout:
+    """Drop prompt columns that are padding in every row and completion columns after every EOS."""
+    p0 = int(r.prompt_mask.any(0).long().argmax())
+    t = max(int(r.completion_mask.sum(1).max()), 1)
+    cut = lambda x: None if x is None else x[:, :t]  # noqa: E731
+    return replace(r, prompt_ids=r.prompt_ids[:, p0:], prompt_mask=r.prompt_mask[:, p0:],
+                   completion_ids=cut(r.completion_ids), completion_mask=cut(r.completion_mask),
+                   thinking_mask=cut(r.thinking_mask), logprobs=cut(r.logprobs),
+                   sampling_logprobs=cut(r.sampling_logprobs), inputs_embeds=cut(r.inputs_embeds))
+
+
 def sampling_probs(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> torch.Tensor:

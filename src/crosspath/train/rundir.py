@@ -44,11 +44,14 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def save_config(self, cfg) -> None:
+    def save_config(self, cfg, **extra) -> None:
+        """config.yaml: the options of `cfg`, then any `extra` keys (e.g. the trainer's `history`)."""
         if self.main:
-            from crosspath.config import save_yaml
+            import yaml
 
-            save_yaml(cfg, self.path / "config.yaml")
+            from crosspath.config import to_dict
+
+            (self.path / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), **extra}, sort_keys=False))
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one metrics line (and its numeric fields to tensorboard under row["step"])."""
