@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["crosspath.backends.base", "crosspath.infer.routing", "crosspath.infer.leap", "crosspath.tasks",
-           "crosspath.tasks.metrics", "crosspath.tasks.grading", "crosspath.train.grpo", "crosspath.train.m3po"]
+           "crosspath.tasks.metrics", "crosspath.tasks.grading", "crosspath.train.grpo", "crosspath.train.m3po",
+           "crosspath.report.rows", "crosspath.report.markup"]
 
 
 @pytest.mark.parametrize("name", MODULES)
