@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         ap.error("--algo is required (or --table)")
     import torch
 
-    from crosspath.train.common import latest_checkpoint
+    from crosspath.train.checkpoint import latest_checkpoint
     from crosspath.train.trainer import TrainConfig, Trainer
 
     if args.threads:

@@ -232,3 +232,78 @@ def test_headless_chromium_loads_report(which, paths, inference_run, training_ru
 
     pixels = imread(png)
     assert pixels.shape[:2] == (1000, 1400) and pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def test_wrong_typed_lines_are_reported_and_skipped(inference_run, capsys):
+    """Each bad line of results.jsonl is named by file:line and field (a warning, and on the page),
+    skipped, and the two good questions render as before."""
+    results = inference_run / "results.jsonl"
+    good = results.read_text().splitlines()
+    q0 = json.loads(good[0])
+
+    def broken(**change):  # q0 with one field replaced; keys like "paths.0.tokens" reach inside
+        row = json.loads(json.dumps(q0))
+        for dotted, value in change.items():
+            *where, last = dotted.split(".")
+            target = row
+            for k in where:
+                target = target[int(k) if k.isdigit() else k]
+            target[int(last) if last.isdigit() else last] = value
+        return json.dumps(row)
+
+    bad = {  # line number in the file -> the field its message must name
+        2: (broken(**{"paths.0.tokens": "many"}), "'paths[0].tokens' should be a number, got str \"many\""),
+        3: (broken(paths="P0 P1 P2"), "'paths' should be a list"),
+        4: (broken(**{"paths.1": 7}), "'paths[1]' should be an object"),
+        5: (broken(**{"paths.0.rounds": "r0"}), "'paths[0].rounds' should be a list"),
+        6: (broken(**{"paths.2.rounds.0.peers.0.peer": "P1"}), "'paths[2].rounds[0].peers[0].peer' should be an integer"),
+        7: (broken(**{"paths.0.rounds.1.tokens": None}), "'paths[0].rounds[1].tokens' should be a number, got null"),
+        8: (broken(pass_at_1="half"), "'pass_at_1' should be a number"),
+        9: (broken(wall_seconds="1.5 s"), "'wall_seconds' should be a number"),
+        10: (broken(**{"paths.1.correct": "yes"}), "'paths[1].correct' should be true, false or null"),
+        11: ("[1, 2, 3]", "not a JSON object but list"),
+        12: ('{"id": "demo-9", "paths": [', "not valid JSON"),
+    }
+    lines = [good[0]] + [bad[n][0] for n in sorted(bad)] + [good[1]]
+    results.write_text("\n".join(lines) + "\n")
+    said = []
+    html = render(inference_run, warn=said.append)
+    assert len(said) == len(bad)
+    for message, (n, (_, field)) in zip(said, sorted(bad.items())):
+        assert message.startswith(f"{results}:{n}: ") and field in message and message.endswith("; line skipped"), message
+    assert html.count('data-question="') == 2 and html.count("data-path=") == 6  # the rest renders
+    assert "leap on demo, 2 questions" in html and "11 lines of results.jsonl skipped" in html
+    assert "<code>results.jsonl:2</code>: field &#x27;paths[0].tokens&#x27; should be a number" in html
+
+    with pytest.warns(UserWarning) as seen:  # without `warn`: Python warnings
+        render(inference_run)
+    assert [str(w.message) for w in seen] == said
+    capsys.readouterr()
+    assert main(["report", str(inference_run)]) == 0  # the command line: one warning per line on stderr
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(bad) and err[0].startswith(f"crosspath report: warning: {results}:2: field 'paths[0].tokens'")
+
+
+def test_page_holds_no_absolute_path_of_the_machine(inference_run, training_run, tmp_path):
+    """The run directory appears by its name; absolute paths in the config (out, a local model, a
+    task file) are shown relative to the run directory or by their last part."""
+    config = yaml.safe_load((inference_run / "config.yaml").read_text())
+    config.update(out=str(inference_run.resolve()), model="/opt/models/tiny-random",
+                  task=str(tmp_path / "data" / "questions.jsonl"))
+    (inference_run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = json.loads((inference_run / "summary.json").read_text())
+    summary.update(config=config, model=config["model"], task=config["task"])
+    (inference_run / "summary.json").write_text(json.dumps(summary))
+    (training_run / "config.yaml").write_text(yaml.safe_dump({"algo": "m3po", "out": str(training_run.resolve()),
+                                                              "resume_from": str(training_run / "checkpoints")}))
+    for run in (inference_run, training_run):
+        html = render(run)
+        assert str(tmp_path) not in html and str(tmp_path.resolve()) not in html and "/opt/models" not in html
+        assert f"{run.name} · " in html  # the subtitle names the run directory
+    html = render(inference_run)
+    assert "<code>…/tiny-random</code>" in html and "<code>…/questions.jsonl</code>" in html
+    assert "<dt>out</dt><dd><code>leap-run</code>" in html
+    assert "<code>m3po-run/checkpoints</code>" in render(training_run)
+    (training_run / "config.yaml").write_text(f"out: {training_run.resolve()}\nnot: [valid yaml\n")  # shown as text
+    html = render(training_run)
+    assert str(tmp_path.resolve()) not in html and "out: m3po-run" in html

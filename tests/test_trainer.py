@@ -5,6 +5,8 @@ The tiny model never solves a sum, so most tests swap the reward for one that de
 """
 
 import json
+import re
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -12,7 +14,8 @@ import torch
 
 from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
-from crosspath.train.common import NonFiniteError, latest_checkpoint
+from crosspath.train.checkpoint import latest_checkpoint, list_checkpoints
+from crosspath.train.guard import NonFiniteError
 from crosspath.train.trainer import TrainConfig, Trainer
 
 TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}
@@ -118,8 +121,8 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
     assert [r["step"] for r in metrics(tmp_path / "killed")][-2:] == [4, 5]
     assert latest_checkpoint(tmp_path / "killed").name == "step-5"
 
-    with pytest.raises(ValueError, match="lr"):  # a resume with another hyperparameter is refused
-        Trainer(replace(cfg, resume=True, lr=1.0))
+    with pytest.raises(ValueError, match="beta"):  # a resume with another hyperparameter is refused
+        Trainer(replace(cfg, resume=True, beta=0.5))
     with pytest.raises(FileExistsError):
         Trainer(cfg)
 
@@ -142,6 +145,84 @@ def test_nan_guard_names_step_batch_and_checkpoint(tmp_path, fake_reward, monkey
     saved = Trainer(config(tmp_path, steps=3, resume=True))  # the NaN update was not applied
     for k, v in lora_state(saved.model).items():
         assert torch.equal(v, dict(t.model.named_parameters())[k])
+
+
+def finite_on_disk(run_dir) -> dict[str, bool]:
+    """checkpoint name -> every adapter weight finite (read from the files, not from memory)."""
+    from safetensors.torch import load_file
+
+    return {c.name: all(bool(torch.isfinite(v).all()) for v in load_file(c / "adapter" / "adapter_model.safetensors").values())
+            for c in list_checkpoints(run_dir)}
+
+
+def test_huge_lr_saves_no_nonfinite_checkpoint_and_the_advised_resume_runs(tmp_path, fake_reward, capsys):
+    """--lr 1e30 (warmup: step 1 at lr 0, step 2 at 5e29): the step-2 update makes the weights useless
+    (1e30 is finite; the logits are not). The error names step 2 and step-1, the only checkpoint on
+    disk, and the command it advises (a lower --lr on --resume) continues the run to the end."""
+    import shlex
+
+    import yaml
+
+    from crosspath.cli import main
+
+    out = tmp_path / "huge-lr"
+    args = ["train", "--model", "tiny-random", "--device", "cpu", "--steps", "4", "--questions-per-step", "2",
+            "--group-size", "4", "--max-new-tokens", "8", "--train-size", "40", "--eval-size", "0", "--eval-every", "0",
+            "--save-every", "1", "--warmup-ratio", "0.5", "--lr", "1e30", "--max-grad-norm", "1.0",
+            "--no-tensorboard", "--no-progress", "--out", str(out)]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "at step 2 " in err and f"last finite checkpoint: {out / 'checkpoints' / 'step-1'};" in err, err
+    assert finite_on_disk(out) == {"step-1": True}  # step 2 was not saved
+    assert [r["step"] for r in metrics(out)] == [1]
+
+    advised = re.search(r"crosspath train (--out .* --resume --lr \S+)", err)
+    assert advised, err
+    assert main(["train", *shlex.split(advised.group(1))]) == 0
+    assert finite_on_disk(out) == {"step-2": True, "step-3": True, "step-4": True}  # keep_checkpoints 3
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["lr"] == pytest.approx(5e-5 / 2)  # the new peak, at the schedule's point (warmup 1/2)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lr"] == 5e-5 and saved["history"] == [{"step": 1, "lr": [1e30, 5e-5]}]
+
+    # a non-finite checkpoint left by older code is skipped (and removed) on resume
+    from safetensors.torch import load_file, save_file
+
+    weights = out / "checkpoints" / "step-4" / "adapter" / "adapter_model.safetensors"
+    save_file({k: torch.full_like(v, 1e15) for k, v in load_file(weights).items()}, weights)  # finite, useless
+    with pytest.warns(UserWarning, match="step-4 holds non-finite weights"):
+        t = Trainer(TrainConfig(**{k: v for k, v in saved.items() if k != "history"} | {"resume": True}))
+    assert t.step == 3 and t.last_checkpoint.name == "step-3" and "step-4" not in finite_on_disk(out)
+
+
+def test_save_checkpoint_refuses_nonfinite_weights(tmp_path):
+    from crosspath.train.checkpoint import save_checkpoint
+    from crosspath.train.rundir import RunDir
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="not saving checkpoint step-3: 1 weight tensors hold NaN/inf"):
+        save_checkpoint(RunDir(tmp_path / "r", tensorboard=False), 3, model, None, None, {})
+    with torch.no_grad():
+        model.weight[0, 0] = 1e20  # finite, but its square is not (float32 max 3.4e38)
+    with pytest.raises(NonFiniteError, match="not saving checkpoint step-3"):
+        save_checkpoint(RunDir(tmp_path / "r", tensorboard=False), 3, model, None, None, {})
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_training_emits_no_deprecation_warnings(tmp_path, fake_reward):
+    """LoRA set-up, activation checkpointing, sampling with a KV cache, the update and the greedy
+    evaluation use transformers' / peft's current API: no FutureWarning or DeprecationWarning."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        t = Trainer(config(tmp_path, steps=1, eval_every=1, gradient_checkpointing=True))
+        t.fit()
+    old_api = [f"{w.category.__name__}: {w.message}" for w in seen
+               if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not old_api, old_api
+    assert any(getattr(m, "gradient_checkpointing", False) for m in t.model.get_base_model().modules())
 
 
 def test_m3po_lambda_zero_equals_grpo(tmp_path, fake_reward):
@@ -190,8 +271,7 @@ def test_config_choices_match_the_math_modules_and_cli_stays_light():
 
 
 def test_cat_rollouts_and_trim_keep_every_log_prob(tiny):
-    from crosspath.train.rollout import sample_rollouts, sequence_logprobs
-    from crosspath.train.trainer import cat_rollouts, trim
+    from crosspath.train.rollout import cat_rollouts, sample_rollouts, sequence_logprobs, trim
 
     model, tok = tiny
     a = sample_rollouts(model, tok, ["a short prompt"], group_size=2, max_new_tokens=3, seed=0,

@@ -15,8 +15,11 @@ when the files are already present (set HF_HUB_OFFLINE=1 to forbid downloads).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -176,7 +179,8 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
             raise ModelError(f"--adapter {adapter} is not a LoRA adapter folder (no adapter_config.json)")
         if not local.exists() and ("/" not in adapter or adapter.startswith(("/", ".", "~"))):
             raise ModelError(f"--adapter {adapter} not found")
-        model = PeftModel.from_pretrained(model, adapter)
+        with peft_without_deprecation_warning():
+            model = PeftModel.from_pretrained(model, adapter)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     return model, tok
@@ -198,3 +202,32 @@ def render_prompt(tokenizer, user: str, system: str | None = None, prefill: str 
 def list_models() -> list[tuple[str, str, bool]]:
     """(name, description, already built in the cache)."""
     return [(n, s.description, (cache_dir() / "models" / n / "config.json").exists()) for n, s in MODELS.items()]
+
+
+@contextlib.contextmanager
+def peft_without_deprecation_warning():
+    """Around peft's wrapping of a model: peft (0.21) reads transformers' deprecated
+    `model.is_gradient_checkpointing` in PeftModel.__init__. The value it gets is right; only that
+    FutureWarning, which is peft's to fix, is kept from the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+@functools.cache
+def _kv_cache_name() -> str:
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def kv_cache(out):
+    """The KV cache a forward with use_cache=True returned, by the name this transformers gives it
+    (`cache`; `past_key_values` before the rename, which now warns on every use)."""
+    return getattr(out, _kv_cache_name())
+
+
+def cache_kwargs(cache) -> dict:
+    """The forward keyword that feeds a KV cache back in: {"cache": c}, or {"past_key_values": c}
+    with a transformers from before the rename (where `cache=` would be silently ignored)."""
+    return {_kv_cache_name(): cache}

@@ -19,8 +19,8 @@ Every student forwards every path (the router needs each student's loss on each 
 and the mutual term needs every student's view of the same path); only the routed paths enter a
 student's SFT loss. Students may have different tokenizers: each encodes the same text itself.
 
-The run directory follows `crosspath.train.common`: config.yaml, metrics.jsonl (+ tb/),
-checkpoints/step-N/ (resume with --resume), and at the end student-<i>/adapter (peft),
+The run directory follows `crosspath.train.rundir` and `.checkpoint`: config.yaml, metrics.jsonl
+(+ tb/), checkpoints/step-N/ (resume with --resume), and at the end student-<i>/adapter (peft),
 routing.json (the trained router's choice per style) and eval/ (held-out accuracy).
 """
 
@@ -37,7 +37,7 @@ from torch import nn
 
 from ..config import to_dict
 from ..rundir import claim_run_dir
-from ..train import common
+from ..train import checkpoint, guard, lora, optim, rng, rundir
 from .data import Encoded, Sample, collate, encode_sft, pooled_hidden, sequence_nll
 from .router import Mutual, Router, balance_entropy, competence_loss, mutual_loss, router_loss, st_gumbel
 
@@ -58,7 +58,7 @@ def load_samples(path: str | Path, styles: list[str] | None = None) -> list[Samp
 
 
 class StudentSet(nn.Module):
-    """All trainable parts in one module, so one checkpoint holds them (train.common.save_checkpoint)."""
+    """All trainable parts in one module, so one checkpoint holds them (train.checkpoint.save_checkpoint)."""
 
     def __init__(self, students: list[nn.Module], router: Router | None, mutual: Mutual | None):
         super().__init__()
@@ -153,8 +153,8 @@ def build(cfg: QRConfig, samples: list[Sample], models=None):
             models.append((model, tok))
     students, toks = [], []
     for i, (model, tok) in enumerate(models):
-        common.set_seed(cfg.seed + 1000 * i)  # different LoRA inits for copies of one model
-        model = common.setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        rng.set_seed(cfg.seed + 1000 * i)  # different LoRA inits for copies of one model
+        model = lora.setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         model.train()
         students.append(model)
         toks.append(tok)
@@ -182,12 +182,12 @@ def _encoder_dim(path: str) -> int:
 
 
 def make_optimizer(system: StudentSet, cfg: QRConfig):
-    groups = [{"params": [p for s in system.students for p in common.trainable_parameters(s)], "lr": cfg.lr}]
+    groups = [{"params": [p for s in system.students for p in lora.trainable_parameters(s)], "lr": cfg.lr}]
     if system.router is not None:
         groups.append({"params": list(system.router.parameters()), "lr": cfg.router_lr})
     if system.mutual is not None:
         groups.append({"params": list(system.mutual.parameters()), "lr": cfg.aux_lr, "weight_decay": 0.0})
-    return common.make_optimizer(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optim.make_optimizer(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
@@ -196,7 +196,7 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
     out = Path(cfg.out)
     claim = claim_run_dir(out, to_dict(cfg), markers=("config.yaml",), resume=cfg.resume, overwrite=cfg.overwrite,
                           ignore=RESUME_FREE, what="distillation run")
-    common.set_seed(cfg.seed)
+    rng.set_seed(cfg.seed)
     samples = samples if samples is not None else load_samples(cfg.data, cfg.styles)
     if not samples:
         raise ValueError(f"no training paths in {cfg.data!r}" + (f" for styles {cfg.styles}" if cfg.styles else ""))
@@ -204,7 +204,7 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
     if not kept:
         raise ValueError(f"no path fits in --max-len {cfg.max_len} tokens after its prompt for every student")
     claim.clear()  # --overwrite: the old run goes only now that data and students have loaded
-    run = common.RunDir(out)
+    run = rundir.RunDir(out)
     run.save_config(cfg)
     samples = [samples[k] for k in kept]
     S, N = len(system.students), len(samples)
@@ -216,12 +216,12 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
     if cfg.eval_before and cfg.eval_task:
         result["eval_before"] = _evaluate(cfg, system, toks, out / "eval-before", log)
     opt = make_optimizer(system, cfg)
-    sched = common.make_scheduler(opt, cfg.steps, cfg.warmup_ratio)
+    sched = optim.make_scheduler(opt, cfg.steps, cfg.warmup_ratio)
     params = [p for g in opt.param_groups for p in g["params"]]
     start = 0
-    last = common.latest_checkpoint(out)
+    last = checkpoint.latest_checkpoint(out)
     if cfg.resume and last is not None:
-        start = common.load_checkpoint(last, system, opt, sched)["step"]
+        start = checkpoint.load_checkpoint(last, system, opt, sched)["step"]
         run.truncate_metrics(start)
         log(f"resumed from {last} (step {start})")
     styles = sorted({s.style for s in samples})
@@ -234,9 +234,9 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
         res = qr_step(system, batches, emb[idx] if emb is not None else None, cfg)
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
-        gnorm = common.clip_gradients(params, cfg.max_grad_norm)
-        common.check_finite({"loss": res["loss"].item(), "grad_norm": gnorm}, step + 1,
-                            [samples[i].id for i in idx], common.latest_checkpoint(out))
+        gnorm = optim.clip_gradients(params, cfg.max_grad_norm)
+        guard.check_finite({"loss": res["loss"].item(), "grad_norm": gnorm}, step + 1,
+                           [samples[i].id for i in idx], checkpoint.latest_checkpoint(out))
         opt.step()
         sched.step()
         if res["choice"] is not None:
@@ -246,8 +246,8 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
             run.log(_metrics(step + 1, res, counts, styles, gnorm, sched.get_last_lr()[0], time.time() - t0))
             counts.zero_()
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            common.save_checkpoint(run, step + 1, system, opt, sched, {"data_position": (step + 1) * cfg.batch_size},
-                                   keep=cfg.keep)
+            checkpoint.save_checkpoint(run, step + 1, system, opt, sched, {"data_position": (step + 1) * cfg.batch_size},
+                                       keep=cfg.keep)
     for i, s in enumerate(system.students):
         s.save_pretrained(out / ("adapter" if S == 1 else f"student-{i}/adapter"))
     result["steps"] = cfg.steps

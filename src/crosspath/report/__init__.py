@@ -4,7 +4,8 @@
     inference.py  summary metrics, influence, per-question paths side by side by round
     training.py   metrics.jsonl curves vs step, checkpoints, samples, config
     plots.py      matplotlib (Agg) figures as base64 PNG
-    markup.py     escaping and small shared pieces
+    rows.py       results.jsonl line by line, type-checked: a bad line is skipped and reported
+    markup.py     escaping, secrets and machine paths out of configs, small shared pieces
 """
 
 from .page import build_report, render

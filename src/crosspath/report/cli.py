@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DESCRIPTION = """\
 Write one self-contained HTML file about a run directory. It works offline: CSS, a few lines of
@@ -19,7 +20,10 @@ Training run (metrics.jsonl, config.yaml, checkpoints/):
   reward, accuracy, KL, loss, completion length, eval accuracy (and any other logged number)
   against step, the latest values, the checkpoints, the newest samples file and the config.
 
-The directory is only read, so a run that is still writing can be reported on.
+The directory is only read, so a run that is still writing can be reported on. A line of
+results.jsonl the report cannot use (not JSON, a field of the wrong type) is skipped with a warning
+naming file:line and the field, and listed on the page. The page names the run directory by its
+name only: it holds no absolute path of the machine it was made on.
 """
 
 EPILOG = """\
@@ -47,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_report(args) -> int:
     from .page import build_report
 
-    out = build_report(args.run_dir, args.output, max_questions=args.max_questions, title=args.title)
+    def warn(message: str) -> None:  # a results line the report skipped: file:line, field
+        print(f"crosspath report: warning: {message}", file=sys.stderr)
+
+    out = build_report(args.run_dir, args.output, max_questions=args.max_questions, title=args.title, warn=warn)
     print(f"report: {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -15,11 +15,12 @@ from .markup import answer, cards, config_table, details, esc, figure, fmt, mark
 
 
 def summary_block(summary: dict) -> str:
-    pk = summary.get("pass_at_k") or {}
+    pk = summary.get("pass_at_k") if isinstance(summary.get("pass_at_k"), dict) else {}
     n = summary.get("paths")
     items = [("pass@1 (mean over paths)", fmt(summary.get("pass_at_1"))),
              (f"cons@{n if n is not None else 'N'} (majority vote)", fmt(summary.get("cons_at_n")))]
-    items += [(f"pass@{k}", fmt(v)) for k, v in sorted(pk.items(), key=lambda kv: int(kv[0])) if str(k) != "1"]
+    items += [(f"pass@{k}", fmt(v)) for k, v in sorted(pk.items(), key=lambda kv: int(kv[0]))
+              if str(k).isdigit() and str(k) != "1"]
     items += [("questions", fmt(summary.get("questions"))),
               ("tokens per question", fmt(summary.get("tokens_per_question"), 1)),
               ("wall seconds", fmt(summary.get("wall_seconds"), 1)),
@@ -128,7 +129,17 @@ def influence_table(stats: list[dict]) -> str:
     return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def section(rows: list[dict], summary: dict, max_questions: int) -> str:
+def skipped_block(skipped: list[tuple[str, str]]) -> str:
+    """The lines of results.jsonl the report could not use: (file:line, what is wrong)."""
+    if not skipped:
+        return ""
+    items = "".join(f"<li><code>{esc(where)}</code>: {esc(problem)}</li>" for where, problem in skipped)
+    n = len(skipped)
+    return (f'<div class="skipped"><p class="note">{n} line{"" if n == 1 else "s"} of results.jsonl skipped '
+            f"(not counted anywhere on this page):</p><ul>{items}</ul></div>")
+
+
+def section(rows: list[dict], summary: dict, max_questions: int, skipped: list[tuple[str, str]] = ()) -> str:
     from ..infer.analysis import influence
     from . import plots
 
@@ -138,7 +149,8 @@ def section(rows: list[dict], summary: dict, max_questions: int) -> str:
             f"(--max-questions {max_questions}; 0 shows all).</p>" if len(shown) < len(rows) else "")
     index = "".join(f'<li><a href="#q{i}">{esc(r.get("id"))}</a> {mark(r.get("cons_correct"))}</li>'
                     for i, r in enumerate(shown))
-    parts = ['<section id="summary"><h2>Summary</h2>' + summary_block(summary) + "</section>",
+    parts = ['<section id="summary"><h2>Summary</h2>' + summary_block(summary) + skipped_block(list(skipped))
+             + "</section>",
              '<section id="plots"><h2>Plots</h2><div class="figs">'
              + figure(plots.accuracy_vs_tokens(rows), "accuracy vs tokens")
              + figure(plots.influence_bars(stats), "influence of peers' summaries per round") + "</div></section>"]

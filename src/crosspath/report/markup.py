@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable
 
 SECRET_WORDS = ("api_key", "apikey", "token_secret", "password", "secret", "hf_token", "authorization")
@@ -59,6 +61,34 @@ def redact(cfg: Any) -> Any:
     if isinstance(cfg, list):
         return [redact(v) for v in cfg]
     return cfg
+
+
+def strip_machine_paths(value: Any, run_dir: Path) -> Any:
+    """`value` (a config, a summary) with the absolute paths of the machine it was made on made
+    local (a report is shared): the run directory and what is in it by the directory's name, any
+    other absolute path by its last part.
+
+    >>> strip_machine_paths({"out": "/home/ann/runs/leap", "model": "/opt/m/tiny", "task": "gsm8k"},
+    ...                     Path("/home/ann/runs/leap"))
+    {'out': 'leap', 'model': '…/tiny', 'task': 'gsm8k'}
+    """
+    if isinstance(value, dict):
+        return {k: strip_machine_paths(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_machine_paths(v, run_dir) for v in value]
+    if not isinstance(value, str) or "\n" in value or len(value) > 4096:
+        return value
+    win = PureWindowsPath(value)
+    if value.startswith("/"):
+        path = PurePosixPath(os.path.normpath(value))
+    elif win.drive and win.is_absolute():
+        return f"…\\{win.name}"
+    else:
+        return value
+    for root in {PurePosixPath(run_dir.absolute()), PurePosixPath(run_dir.resolve())}:
+        if path == root or root in path.parents:
+            return str(PurePosixPath(run_dir.name) / path.relative_to(root))
+    return f"…/{path.name}"
 
 
 def cards(items: Iterable[tuple[str, str]]) -> str:

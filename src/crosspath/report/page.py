@@ -15,9 +15,12 @@ import base64
 import datetime
 import hashlib
 import json
+import warnings
 from pathlib import Path
+from typing import Callable
 
-from .markup import esc
+from .markup import esc, strip_machine_paths
+from .rows import SkippedLineWarning, read_results
 
 MAX_QUESTIONS = 50
 
@@ -62,6 +65,7 @@ td.changed.up{background:#dafbe1}td.changed.down{background:#ffebe9}td.changed.s
 details.text>summary{cursor:pointer;color:#0969da;font-size:12px}
 ol.qindex{columns:4 220px;font-size:13px;padding-left:28px}
 .tools button{font:inherit;font-size:12px;padding:2px 8px;cursor:pointer}
+.skipped{border-left:3px solid var(--amber);padding:2px 10px;margin:8px 0}.skipped ul{margin:2px 0;font-size:13px}
 @media print{details{display:block}pre{max-height:none}}
 """
 
@@ -134,8 +138,15 @@ def kind(run_dir: Path) -> list[str]:
     return kinds
 
 
-def render(run_dir: str | Path, max_questions: int = MAX_QUESTIONS, title: str | None = None) -> str:
-    """The report of `run_dir` as an HTML string."""
+def render(run_dir: str | Path, max_questions: int = MAX_QUESTIONS, title: str | None = None,
+           warn: Callable[[str], None] | None = None) -> str:
+    """The report of `run_dir` as an HTML string.
+
+    A line of results.jsonl the report cannot use (not JSON, a field of the wrong type) is skipped:
+    `warn` gets "<run_dir>/results.jsonl:LINE: field '...' should be ...; line skipped" (default:
+    warnings.warn with SkippedLineWarning) and the page lists it. The page names the run directory
+    by its name only: no absolute path of this machine goes into it (nor into the config shown).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
@@ -144,6 +155,9 @@ def render(run_dir: str | Path, max_questions: int = MAX_QUESTIONS, title: str |
         raise ValueError(f"{run_dir}: neither results.jsonl/summary.json (inference run) nor metrics.jsonl "
                          "(training run) found")
     config, config_text = _read_yaml(run_dir / "config.yaml")
+    config = strip_machine_paths(config, run_dir)
+    for root in {str(run_dir.resolve()), str(run_dir.absolute())}:
+        config_text = config_text.replace(root, run_dir.resolve().name) if config_text else config_text
     parts, label = [], []
     if "training" in kinds:
         from .training import section
@@ -156,13 +170,19 @@ def render(run_dir: str | Path, max_questions: int = MAX_QUESTIONS, title: str |
     if "inference" in kinds:
         from .inference import section
 
-        rows = [r for r in read_jsonl(run_dir / "results.jsonl") if isinstance(r.get("paths"), list)]
-        summary = _inference_summary(run_dir, rows, config)
-        parts.append(section(rows, summary, max_questions))
+        rows, skipped = read_results(run_dir / "results.jsonl")
+        for line, problem in skipped:
+            (warn or _warn)(f"{run_dir / 'results.jsonl'}:{line}: {problem}; line skipped")
+        summary = strip_machine_paths(_inference_summary(run_dir, rows, config), run_dir)
+        parts.append(section(rows, summary, max_questions, [(f"results.jsonl:{n}", p) for n, p in skipped]))
         label.append(f"{summary.get('method', 'inference')} on {summary.get('task', '?')}, {len(rows)} question{'' if len(rows) == 1 else 's'}")
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sub = f"{esc(run_dir.resolve())} · {esc('; '.join(label))} · report made {esc(now)}"
+    sub = f"{esc(run_dir.resolve().name)} · {esc('; '.join(label))} · report made {esc(now)}"
     return page(title or f"crosspath report: {run_dir.resolve().name}", sub, "".join(parts))
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SkippedLineWarning, stacklevel=3)
 
 
 def _inference_summary(run_dir: Path, rows: list[dict], config: dict | None) -> dict:
@@ -174,6 +194,7 @@ def _inference_summary(run_dir: Path, rows: list[dict], config: dict | None) -> 
             summary = json.loads(path.read_text())
         except ValueError:
             summary = {}
+        summary = summary if isinstance(summary, dict) else {}
     if not summary or summary.get("questions") != len(rows):
         from ..tasks.metrics import summarize
 
@@ -191,10 +212,10 @@ def _inference_summary(run_dir: Path, rows: list[dict], config: dict | None) -> 
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, max_questions: int = MAX_QUESTIONS,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, warn: Callable[[str], None] | None = None) -> Path:
     """Write the report of `run_dir` (default: RUN_DIR/report.html) and return its path."""
     out = Path(out) if out else Path(run_dir) / "report.html"
-    text = render(run_dir, max_questions=max_questions, title=title)
+    text = render(run_dir, max_questions=max_questions, title=title, warn=warn)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out

@@ -1,10 +1,19 @@
 """RL training: GRPO and M3PO with LoRA.
 
-    grpo.py     group advantages, k3 KL, the policy losses (pure tensor functions)
-    m3po.py     the cross-path blend of thinking inputs (pure tensor function)
-    rollout.py  step-by-step sampler that can blend inputs and records them; greedy decoding
-    common.py   LoRA, optimizer/schedule, run directory, atomic checkpoints, NaN guard, distributed
-    trainer.py  the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
+    grpo.py         group advantages, k3 KL, the policy losses (pure tensor functions)
+    m3po.py         the cross-path blend of thinking inputs (pure tensor function)
+    rollout.py      step-by-step sampler that can blend inputs and records them; greedy decoding
+    trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
+
+What every trainer shares (distillation too):
+
+    lora.py         LoRA set-up; saving / loading the adapter weights
+    optim.py        AdamW, linear warmup + cosine schedule, gradient clipping
+    rundir.py       the run directory: config.yaml, metrics.jsonl (+ tensorboard), samples/
+    checkpoint.py   checkpoints/step-N/, written atomically; resume
+    guard.py        the NaN guard: NonFiniteError naming the step, batch and last good checkpoint
+    rng.py          seeding; RNG states saved in checkpoints
+    distributed.py  torchrun: process group, gradient / number all-reduce, weight broadcast
 
 TrainConfig, the trainer's options with their defaults and help, is defined here: importing it
 must not import torch, because `crosspath --help` builds the train flags from it.

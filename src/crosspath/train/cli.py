@@ -37,7 +37,9 @@ def add_parser(subparsers) -> None:
         "train", help="RL training with LoRA: GRPO, or M3PO (cross-path blend of thinking inputs)",
         description="GRPO / M3PO training with a LoRA adapter. Writes config.yaml, metrics.jsonl, samples/, "
                     "tb/, checkpoints/step-N/ and final/ (the adapter) to --out. --resume continues from the "
-                    "last complete checkpoint; a larger --steps extends the run. docs/training.md has the math.")
+                    "last complete checkpoint with the options in --out/config.yaml; a larger --steps extends the "
+                    "run, and --lr / --max-grad-norm may change (after a NaN; recorded in config.yaml history). "
+                    "docs/training.md has the math.")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -56,10 +58,13 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_train(args) -> int:
-    from crosspath.train.common import NonFiniteError
-    from crosspath.train.trainer import Trainer
+    from crosspath.train.guard import NonFiniteError
+    from crosspath.train.trainer import Trainer, default_out
 
     cfg = _config(args)
+    saved = Path(cfg.out or default_out(cfg)) / "config.yaml"
+    if cfg.resume and saved.exists():  # --resume continues the run's own options; flags change what they name
+        cfg = _config(args, read_yaml(saved))
     try:
         trainer = Trainer(cfg)
         rows = trainer.fit()
@@ -79,7 +84,7 @@ def _resolve_adapter(args) -> str | None:
         return None
     if args.adapter or not args.run:
         return args.adapter
-    from crosspath.train.common import latest_checkpoint
+    from crosspath.train.checkpoint import latest_checkpoint
 
     run = Path(args.run)
     if (run / "final").is_dir():

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from crosspath.models import cache_kwargs, kv_cache
 from crosspath.train.grpo import token_logprobs
 
 InputHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,6 +86,39 @@ class Rollout:
             inputs_embeds=pick(self.inputs_embeds),
             texts=[self.texts[i] for i in idx.tolist()],
         )
+
+
+def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate rollouts row-wise: prompts re-padded on the left, completions on the right."""
+    if len(parts) == 1:
+        return parts[0]
+    p, t = max(r.prompt_ids.shape[1] for r in parts), max(r.completion_ids.shape[1] for r in parts)
+
+    def pad(x, width, value, left=False):  # [N, w, ...] -> [N, width, ...]
+        if x is None:
+            return None
+        extra = [0, 0] * (x.dim() - 2) + ([width - x.shape[1], 0] if left else [0, width - x.shape[1]])
+        return torch.nn.functional.pad(x, extra, value=value)
+
+    cat = lambda name, width, value, left=False: (  # noqa: E731
+        None if getattr(parts[0], name) is None
+        else torch.cat([pad(getattr(r, name), width, value, left) for r in parts]))
+    return Rollout(prompt_ids=cat("prompt_ids", p, pad_id, True), prompt_mask=cat("prompt_mask", p, 0, True),
+                   completion_ids=cat("completion_ids", t, pad_id), completion_mask=cat("completion_mask", t, 0),
+                   thinking_mask=cat("thinking_mask", t, False), logprobs=cat("logprobs", t, 0.0),
+                   sampling_logprobs=cat("sampling_logprobs", t, 0.0), inputs_embeds=cat("inputs_embeds", t, 0.0),
+                   texts=[x for r in parts for x in r.texts], group_size=parts[0].group_size)
+
+
+def trim(r: Rollout) -> Rollout:
+    """Drop prompt columns that are padding in every row and completion columns after every EOS."""
+    p0 = int(r.prompt_mask.any(0).long().argmax())
+    t = max(int(r.completion_mask.sum(1).max()), 1)
+    cut = lambda x: None if x is None else x[:, :t]  # noqa: E731
+    return replace(r, prompt_ids=r.prompt_ids[:, p0:], prompt_mask=r.prompt_mask[:, p0:],
+                   completion_ids=cut(r.completion_ids), completion_mask=cut(r.completion_mask),
+                   thinking_mask=cut(r.thinking_mask), logprobs=cut(r.logprobs),
+                   sampling_logprobs=cut(r.sampling_logprobs), inputs_embeds=cut(r.inputs_embeds))
 
 
 def sampling_probs(
@@ -199,7 +233,7 @@ def sample_rollouts(
     try:
         out = model(inputs_embeds=embed(first_ids), attention_mask=first_mask, position_ids=_positions(first_mask),
                     use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = kv_cache(out)
         logits = out.logits[:, -1].float()  # [B or N, V]
         if share_prefill and group_size > 1:
             cache.batch_repeat_interleave(group_size)
@@ -232,8 +266,8 @@ def sample_rollouts(
                 break
             attn = torch.cat([attn, active.long()[:, None]], dim=1)  # [N, L + 1]
             out = model(inputs_embeds=next_inputs[:, None, :], attention_mask=attn,
-                        position_ids=_positions(attn)[:, -1:], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                        position_ids=_positions(attn)[:, -1:], use_cache=True, **cache_kwargs(cache))
+            cache = kv_cache(out)
             logits = out.logits[:, -1].float()  # [N, V]
     finally:
         model.train(was_training)

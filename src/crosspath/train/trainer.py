@@ -12,7 +12,9 @@ One step (docs/training.md has the math and every logged metric):
                the recorded (blended) inputs; reference = the model with the adapter disabled
                (skipped when beta = 0); each micro-batch loss is divided by the global batch's
                counts, so the summed gradient (over micro-batches and ranks) is the full-batch one
-    optimizer  all-reduce grads, clip, AdamW step, cosine schedule step (num_iterations times)
+    optimizer  all-reduce grads, clip, AdamW step, cosine schedule step (num_iterations times);
+               NaN guard: a NaN/inf loss or grad norm stops before the step, weights that are not
+               finite (or give NaN/inf logits on a probe prompt) stop after it; nothing is saved
     log        metrics.jsonl, samples/step-N.jsonl; every eval_every steps greedy held-out accuracy
     save       checkpoints/step-N/ every save_every steps and at the end; the adapter in final/
 
@@ -21,8 +23,9 @@ Test time: `greedy_decode` (one path, no blend) with the same prompt: `crosspath
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,16 +35,25 @@ from crosspath.models import load_model, render_prompt
 from crosspath.rundir import claim_run_dir
 from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
-from crosspath.train import TrainConfig, common  # TrainConfig lives in __init__: a light import for the CLI
+from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
+from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
+from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
+                                         broadcast_params, init_distributed)
+from crosspath.train.guard import check_finite, check_weights
+from crosspath.train.lora import enable_activation_checkpointing, save_weights, setup_lora, trainable_parameters
+from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
+from crosspath.train.rng import set_seed
+from crosspath.train.rundir import CHECKPOINTS, RunDir
 from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
 from crosspath.train.m3po import make_hook
-from crosspath.train.rollout import Rollout, greedy_decode, sample_rollouts, sequence_logprobs
+from crosspath.train.rollout import Rollout, cat_rollouts, greedy_decode, sample_rollouts, sequence_logprobs, trim
 
 # HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
 PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
           "followed by your final answer.")
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
                "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
+RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -96,39 +108,6 @@ def evaluate(model, tokenizer, problems, cfg: TrainConfig) -> tuple[dict, list[d
     return sums, rows
 
 
-def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Concatenate rollouts row-wise: prompts re-padded on the left, completions on the right."""
-    if len(parts) == 1:
-        return parts[0]
-    p, t = max(r.prompt_ids.shape[1] for r in parts), max(r.completion_ids.shape[1] for r in parts)
-
-    def pad(x, width, value, left=False):  # [N, w, ...] -> [N, width, ...]
-        if x is None:
-            return None
-        extra = [0, 0] * (x.dim() - 2) + ([width - x.shape[1], 0] if left else [0, width - x.shape[1]])
-        return torch.nn.functional.pad(x, extra, value=value)
-
-    cat = lambda name, width, value, left=False: (  # noqa: E731
-        None if getattr(parts[0], name) is None
-        else torch.cat([pad(getattr(r, name), width, value, left) for r in parts]))
-    return Rollout(prompt_ids=cat("prompt_ids", p, pad_id, True), prompt_mask=cat("prompt_mask", p, 0, True),
-                   completion_ids=cat("completion_ids", t, pad_id), completion_mask=cat("completion_mask", t, 0),
-                   thinking_mask=cat("thinking_mask", t, False), logprobs=cat("logprobs", t, 0.0),
-                   sampling_logprobs=cat("sampling_logprobs", t, 0.0), inputs_embeds=cat("inputs_embeds", t, 0.0),
-                   texts=[x for r in parts for x in r.texts], group_size=parts[0].group_size)
-
-
-def trim(r: Rollout) -> Rollout:
-    """Drop prompt columns that are padding in every row and completion columns after every EOS."""
-    p0 = int(r.prompt_mask.any(0).long().argmax())
-    t = max(int(r.completion_mask.sum(1).max()), 1)
-    cut = lambda x: None if x is None else x[:, :t]  # noqa: E731
-    return replace(r, prompt_ids=r.prompt_ids[:, p0:], prompt_mask=r.prompt_mask[:, p0:],
-                   completion_ids=cut(r.completion_ids), completion_mask=cut(r.completion_mask),
-                   thinking_mask=cut(r.thinking_mask), logprobs=cut(r.logprobs),
-                   sampling_logprobs=cut(r.sampling_logprobs), inputs_embeds=cut(r.inputs_embeds))
-
-
 class Trainer:
     """Holds the model, optimizer, data stream and run directory; `fit()` runs the loop."""
 
@@ -138,7 +117,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.dist = common.init_distributed(cfg.device)
+        self.dist = init_distributed(cfg.device)
         if cfg.questions_per_step % self.dist.world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} is not a multiple of "
                              f"the world size {self.dist.world_size}")
@@ -149,40 +128,75 @@ class Trainer:
             model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=self.dist.device)
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        common.set_seed(cfg.seed)
-        self.model = common.setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
+        set_seed(cfg.seed)
+        self.model = setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.params = common.trainable_parameters(self.model)
-        common.broadcast_params(self.params)
-        self.optimizer = common.make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
-                                               eight_bit=cfg.optim == "adamw_8bit")
-        self.scheduler = common.make_scheduler(self.optimizer, cfg.steps * cfg.num_iterations, cfg.warmup_ratio)
+            enable_activation_checkpointing(self.model)
+        self.params = trainable_parameters(self.model)
+        broadcast_params(self.params)
+        self.optimizer = make_optimizer(self.params, cfg.lr, cfg.betas, cfg.weight_decay,
+                                        eight_bit=cfg.optim == "adamw_8bit")
+        self.scheduler = make_scheduler(self.optimizer, cfg.steps * cfg.num_iterations, cfg.warmup_ratio)
         self.train_set, self.eval_set = load_splits(cfg)
         if not self.train_set:
             raise ValueError(f"no training questions for {cfg.task} (train_size {cfg.train_size})")
         self.hook = (make_hook(cfg.group_size, cfg.m3po_lambda, cfg.m3po_temperature, cfg.m3po_weighting)
                      if cfg.algo == "m3po" else None)
         self._claim.clear()
-        common.barrier()
-        self.run = common.RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
+        barrier()
+        self.run = RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
         self.step, self.position, self.last_checkpoint, self._perm = 0, 0, None, (-1, None)
-        ckpt = common.latest_checkpoint(self.out) if cfg.resume else None
-        if ckpt is not None:
-            state = common.load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.dist.rank)
-            self.step, self.position, self.last_checkpoint = state["step"], state["data_position"], ckpt
+        self._probe = None
+        found = (load_latest_finite(self.out, self.model, self.optimizer, self.scheduler, self.probe_ids(),
+                                    self.dist.rank) if cfg.resume else None)
+        if found is not None:
+            self.last_checkpoint, state = found
+            self.step, self.position = state["step"], state["data_position"]
+            if "lr" in self._changed:
+                set_peak_lr(self.optimizer, self.scheduler, cfg.lr)
             self.run.truncate_metrics(self.step)
         elif self.dist.main and self.run.metrics_path.exists():
             self.run.metrics_path.unlink()  # --resume without a checkpoint: start over
-        self.run.save_config(cfg)
+        if self._changed:
+            self._history.append({"step": self.step, **{k: list(v) for k, v in self._changed.items()}})
+        self.run.save_config(cfg, **({"history": self._history} if self._history else {}))
 
     def _prepare_out(self) -> None:
-        """Check and lock the run directory (crosspath.rundir); --overwrite clears it only once the
-        model and the task have loaded (`self._claim.clear()` in __init__)."""
-        self._claim = claim_run_dir(self.out, to_dict(self.cfg), markers=("metrics.jsonl", common.CHECKPOINTS),
-                                    resume=self.cfg.resume, overwrite=self.cfg.overwrite, ignore=RESUME_FREE | (set() if has_splits(self.cfg.task) else {"split", "eval_split"}),
-                                    clear=("metrics.jsonl", common.CHECKPOINTS, "samples", "tb", "final"),
+        """Check and lock the run directory (crosspath.rundir): a resume with other options (but lr /
+        max_grad_norm, kept in config.yaml `history`) is refused by name; --overwrite clears the old run
+        only once the model and the task have loaded (`self._claim.clear()` in __init__)."""
+        cfg = self.cfg
+        free = RESUME_FREE | set(RESUME_TUNABLE) | {"history"} | (set() if has_splits(cfg.task) else {"split", "eval_split"})
+        self._claim = claim_run_dir(self.out, to_dict(cfg), markers=("metrics.jsonl", CHECKPOINTS),
+                                    resume=cfg.resume, overwrite=cfg.overwrite, ignore=free,
+                                    clear=("metrics.jsonl", CHECKPOINTS, "samples", "tb", "final"),
                                     main=self.dist.main, what="training run")
+        self._changed, self._history = {}, []
+        saved = self.out / "config.yaml"
+        if cfg.resume and saved.exists():
+            import yaml
+
+            old, new = yaml.safe_load(saved.read_text()), to_dict(cfg)
+            self._changed = {k: (old[k], new[k]) for k in RESUME_TUNABLE if k in old and old[k] != new[k]}
+            self._history = list(old.get("history") or [])
+
+    # --- the NaN guard --------------------------------------------------------------------------
+
+    def probe_ids(self) -> torch.Tensor:
+        """[1, L] token ids of the first training question's prompt (L <= 64): the guard's probe input."""
+        if self._probe is None:
+            text = render_prompt(self.tok, PROMPT.format(question=self.train_set[0].question, marker=self.cfg.marker))
+            ids = self.tok(text, add_special_tokens=False)["input_ids"][:64]
+            self._probe = torch.tensor([ids], device=self.dist.device)
+        return self._probe
+
+    def _advice(self) -> tuple[str, str]:
+        """(how to resume from the last finite checkpoint, how to start again): the commands to run."""
+        lr = min(self.cfg.lr / 10, TrainConfig.lr)
+        out = shlex.quote(str(self.out))
+        return (f"resume from it with a lower learning rate (--lr was {self.cfg.lr:g}) or gradient clip "
+                f"(--max-grad-norm was {self.cfg.max_grad_norm:g}): crosspath train --out {out} --resume --lr {lr:g}",
+                f"start again with a lower learning rate (--lr was {self.cfg.lr:g}): add --overwrite --lr {lr:g}")
 
     # --- data and rollouts ---------------------------------------------------------------------
 
@@ -210,8 +224,8 @@ class Trainer:
         except RuntimeError as e:  # multinomial on NaN probabilities: the weights already broke
             if "probability tensor" not in str(e):
                 raise
-            common.check_finite({"sampling probabilities": float("nan")}, step, [p.id for p in problems],
-                                self.last_checkpoint)
+            check_finite({"sampling probabilities": float("nan")}, step, [p.id for p in problems],
+                         self.last_checkpoint, *self._advice(), consequence="the weights give NaN when sampling")
             raise
 
     # --- the update ---------------------------------------------------------------------------
@@ -229,7 +243,7 @@ class Trainer:
         rows = 0 if rollout is None else len(rollout.texts)
         tokens = 0 if rollout is None else int(rollout.completion_mask.sum())
         live = 0 if advantages is None else int((advantages != 0).sum())
-        n_seq, n_tok, n_live = common.all_reduce_sum([rows, tokens, live])
+        n_seq, n_tok, n_live = all_reduce_sum([rows, tokens, live])
         chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
         if n_live == 0 and cfg.beta <= 0:  # every advantage is 0: the gradient is exactly 0, skip the forwards
             chunks = []
@@ -259,11 +273,13 @@ class Trainer:
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            common.all_reduce_grads(self.params)
-            loss_g, kl_g, clip_g = common.all_reduce_sum(sums)
-            grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
-            common.check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint)
+            all_reduce_grads(self.params)
+            loss_g, kl_g, clip_g = all_reduce_sum(sums)
+            grad_norm = clip_gradients(self.params, cfg.max_grad_norm)
+            check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint,
+                         *self._advice())
             self.optimizer.step()
+            check_weights(self.model, self.probe_ids(), step, list(ids), self.last_checkpoint, *self._advice())
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             per_token = max(n_tok, 1.0)
@@ -282,7 +298,7 @@ class Trainer:
         if cfg.scale_rewards != "batch" or not self.dist.active:
             return group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
         centered = group_advantages(rewards, cfg.group_size, "none")
-        s, s2, n = common.all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
+        s, s2, n = all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
         std = max((s2 - s * s / n) / max(n - 1, 1), 0.0) ** 0.5
         return centered / (std + 1e-4)
 
@@ -316,20 +332,20 @@ class Trainer:
                 kept_problems += [problems[i] for i in take]
             if attempt == 0:
                 first = (problems, r, scored)
-            short = common.all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
+            short = all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
             if not cfg.filter_groups or short == 0:
                 break
         t_roll = time.time()
         rollout = cat_rollouts(kept, self.pad_id) if kept else None
         adv = self.advantages(torch.cat(kept_rewards)) if kept else None
-        n_groups = common.all_reduce_sum([len(kept_problems)])[0]
+        n_groups = all_reduce_sum([len(kept_problems)])[0]
         ids = [p.id for p in kept_problems]
         if n_groups > 0:
             stats = self.update(rollout, None if adv is None else adv.to(rollout.completion_ids.device), ids, step)
         else:  # every group filtered out on every rank: nothing to learn from, skip the update
             stats = {"loss": 0.0, "kl": None, "grad_norm": 0.0, "lr": self.optimizer.param_groups[0]["lr"]}
         self.step = step
-        sums = common.all_reduce_sum(list(seen.values()))
+        sums = all_reduce_sum(list(seen.values()))
         s = dict(zip(seen, sums))
         n = max(s["groups"] * g, 1.0)
         row = {"step": step, "epoch": round(self.position / len(self.train_set), 4), "data_position": self.position,
@@ -356,15 +372,15 @@ class Trainer:
     def evaluate(self) -> dict:
         shard = self.eval_set[self.dist.rank:: self.dist.world_size]
         sums, rows = evaluate(self.model, self.tok, shard, self.cfg)
-        c, f, n = common.all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
-        all_rows = [x for part in common.all_gather_objects(rows) for x in part]
+        c, f, n = all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
+        all_rows = [x for part in all_gather_objects(rows) for x in part]
         self.run.write_samples(f"eval-step-{self.step}", all_rows)
         return {"eval_accuracy": c / max(n, 1.0), "eval_format_rate": f / max(n, 1.0), "eval_questions": int(n)}
 
     def save(self) -> Path:
         state = {"data_position": self.position, "world_size": self.dist.world_size, "config": to_dict(self.cfg)}
-        self.last_checkpoint = common.save_checkpoint(self.run, self.step, self.model, self.optimizer,
-                                                      self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints)
+        self.last_checkpoint = save_checkpoint(self.run, self.step, self.model, self.optimizer,
+                                               self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints)
         return self.last_checkpoint
 
     def fit(self) -> list[dict]:
@@ -402,15 +418,13 @@ class Trainer:
     def save_final(self) -> None:
         """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
         if self.dist.main:
-            import shutil
-
             tmp, final = self.out / ".tmp-final", self.out / "final"
             shutil.rmtree(tmp, ignore_errors=True)
-            common.save_weights(self.model, tmp)
+            save_weights(self.model, tmp)
             self.tok.save_pretrained(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
-        common.barrier()
+        barrier()
 
 
 def train(cfg: TrainConfig, **kwargs) -> list[dict]:

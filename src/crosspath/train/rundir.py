@@ -1,0 +1,95 @@
+"""A training run's folder, and the one process that writes it.
+
+    <out>/config.yaml          the options of the run
+    <out>/metrics.jsonl        one JSON object per step, flushed at once (+ tb/ tensorboard events)
+    <out>/samples/step-N.jsonl some completions of step N (and eval-step-N.jsonl)
+    <out>/checkpoints/step-N/  see crosspath.train.checkpoint
+
+Only the main process writes (RunDir(main=False) makes every call a no-op), so every rank may call
+the same methods.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CHECKPOINTS = "checkpoints"
+
+
+class RunDir:
+    """One training run's folder. Only the main process writes (main=False makes every call a no-op).
+
+    config.yaml, metrics.jsonl (one JSON object per line, flushed at once), tb/ (tensorboard event
+    files when tensorboard imports), samples/step-N.jsonl, checkpoints/step-N/ (crosspath.train.checkpoint).
+    """
+
+    def __init__(self, path: str | Path, main: bool = True, tensorboard: bool = True):
+        self.path = Path(path)
+        self.main = main
+        self.ckpt_dir = self.path / CHECKPOINTS
+        self._writer = None
+        if main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._writer = SummaryWriter(str(self.path / "tb"))
+                except Exception:  # tensorboard missing or broken: the JSONL log is enough
+                    self._writer = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def save_config(self, cfg, **extra) -> None:
+        """config.yaml: the options of `cfg`, then any `extra` keys (e.g. the trainer's `history`)."""
+        if self.main:
+            import yaml
+
+            from crosspath.config import to_dict
+
+            (self.path / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), **extra}, sort_keys=False))
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append one metrics line (and its numeric fields to tensorboard under row["step"])."""
+        if not self.main:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        if self._writer is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._writer.add_scalar(f"train/{k}" if not k.startswith("eval") else f"eval/{k}",
+                                            v, row.get("step", 0))
+            self._writer.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a half-written last line
+        return rows
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Keep the lines of steps <= last_step (what was logged after the resumed checkpoint goes)."""
+        if self.main and self.metrics_path.exists():
+            rows = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_samples(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if self.main and rows:
+            (self.path / "samples").mkdir(exist_ok=True)
+            with open(self.path / "samples" / f"{name}.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
