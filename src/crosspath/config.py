@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozens
         elif tp is dict or typing.get_origin(tp) is dict:
             parser.add_argument(flag, type=json_dict, metavar="JSON", **kw)
         elif tp is list:
-            parser.add_argument(flag, nargs="+", type=inner, metavar=f.name.upper(), **kw)
+            parser.add_argument(flag, nargs=f.metadata.get("nargs", "+"), type=inner, metavar=f.name.upper(), **kw)
         else:
             parser.add_argument(flag, type=tp, metavar=f.name.upper(), **kw)
 

@@ -28,6 +28,14 @@ LeaP-T models (fine-tuned on the format) decide themselves when to summarize; on
 `ask_summary` differ. As every unfinished path with a summary is in the pool, a LeaP-T path that
 summarizes alone still hears its peers' latest summaries (in LeaP every such path just summarized).
 
+Controls, at LeaP's per-path budget (`LeapOptions.control`), to tell the protocol's cost from the
+exchange's value:
+    no-peers      paths summarize as in LeaP, but every one receives the "no comments" block
+    no-summaries  nothing is appended between rounds (no summary, no peer block); the S tokens a
+                  summary would have used go to the next round (it may write T + S)
+and `LeapOptions.prompt = "plain"`: the plain step-by-step prompt, no protocol announcement and no
+pre-fill; the loop still asks for summaries and injects peers (the loop carries the protocol).
+
 Multiple-choice problems (`Problem.choices`) show their options under the question, ask for a
 letter in \\boxed{} (also in the forced answer), and every round's answer is read as a letter.
 
@@ -50,6 +58,8 @@ from .prompts import LEAP_PREFILL, TAG_SETS, final_answer, leap_prompt, peer_blo
 from .routing import levenshtein_matrix, route_all
 
 THINK_END = "</think>"
+PROMPTS = ("leap", "plain")
+CONTROLS = ("no-peers", "no-summaries")
 
 
 @dataclass
@@ -60,10 +70,23 @@ class LeapOptions:
     router: str = "dispersed"  # dispersed | clustered | hybrid | random | all
     summary_tokens: int = 64  # S: summary budget (the paper: 256 at T=2048, a 1:8 ratio)
     answer_tokens: int = 64  # A: budget of the forced final answer
-    comm_rounds: tuple[int, ...] | None = None  # rounds after which paths communicate (None: all)
+    comm_rounds: tuple[int, ...] | None = None  # rounds after which paths communicate (None: all; (): none)
     token_budget: int | None = None  # cap on a path's total generated tokens
     tags: str = "comment"  # comment (released code) | peer_summary (paper figures)
     leap_t: bool = False  # the model decides when to summarize (LeaP-T fine-tuned models)
+    prompt: str | None = None  # leap (protocol + pre-fill) | plain (step by step); None: leap (LeaP-T: plain)
+    control: str | None = None  # None (LeaP) | no-peers | no-summaries (see the module docstring)
+
+    def __post_init__(self):
+        if self.prompt not in (None, *PROMPTS):
+            raise ValueError(f"unknown LeaP prompt {self.prompt!r}; choose one of {PROMPTS}")
+        if self.control not in (None, *CONTROLS):
+            raise ValueError(f"unknown LeaP control {self.control!r}; choose one of {CONTROLS}")
+        if self.leap_t and self.prompt == "leap":
+            raise ValueError("LeaP-T models get the plain prompt (they have learned the protocol): drop --prompt leap")
+        if self.leap_t and self.control == "no-summaries":
+            raise ValueError("the no-summaries control keeps the LeaP prompt; a LeaP-T model decides itself when to "
+                             "summarize (run it without --leap-t, or use --leap-control no-peers)")
 
 
 # ---- the state the phases share ----------------------------------------------------------------------
@@ -145,8 +168,8 @@ def repair_close_tag(text: str, close_tag: str, cut: bool) -> str:
 # ---- the phases --------------------------------------------------------------------------------------
 def question_prompt(problem: Problem, opts: LeapOptions, render: Callable[..., str]) -> str:
     """The prompt every path of `problem` starts from: the LeaP prompt with its pre-fill, or the
-    plain step-by-step one for LeaP-T models."""
-    if opts.leap_t:
+    plain step-by-step one (`opts.prompt == "plain"`, and LeaP-T models)."""
+    if opts.leap_t or opts.prompt == "plain":
         return render(plain_prompt(problem))
     return render(leap_prompt(problem), prefill=LEAP_PREFILL)
 
@@ -169,8 +192,9 @@ def communicates(opts: LeapOptions, r: int) -> bool:
 
 
 def round_budget(p: PathState, opts: LeapOptions, r: int) -> int:
-    """Most tokens path p may write in round r: T, capped by what is left of its token_budget."""
-    T = opts.round_tokens
+    """Most tokens path p may write in round r: T, capped by what is left of its token_budget
+    (control no-summaries: T + S after a round where LeaP would have summarized)."""
+    T = opts.round_tokens + (opts.summary_tokens if opts.control == "no-summaries" and communicates(opts, r - 1) else 0)
     return T if opts.token_budget is None else min(T, opts.token_budget - p.trace.tokens)
 
 
@@ -207,11 +231,12 @@ def reason(state: LeapState, store: PathStore, opts: LeapOptions, r: int) -> lis
 
 def speakers(state: LeapState, opts: LeapOptions, r: int) -> list[PathState]:
     """Who summarizes after round r. LeaP: every unfinished path, after a round that communicates;
-    LeaP-T: the unfinished paths that stopped at <summarize> (not after the last round)."""
+    LeaP-T: the unfinished paths that stopped at <summarize> (not after the last round); the
+    no-summaries control: nobody."""
     if opts.leap_t:
         open_tag = TAG_SETS[opts.tags].open_summary
         return [p for p in state.unfinished() if p.stop == open_tag] if r < opts.rounds - 1 else []
-    if not communicates(opts, r):
+    if opts.control == "no-summaries" or not communicates(opts, r):
         return []
     return state.unfinished()
 
@@ -257,7 +282,9 @@ def route(state: LeapState, receivers: list[PathState], opts: LeapOptions,
           similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix) -> Routed:
     """Each receiver's peers, question by question: among the question's unfinished paths with a
     summary (their latest), the router picks k by the similarity of the summaries, never the
-    receiver itself."""
+    receiver itself. The no-peers control: nobody, for everyone."""
+    if opts.control == "no-peers":
+        return [(p, []) for p in receivers]
     routed: Routed = []
     for q in range(len(state.problems)):
         mine = [p for p in receivers if p.question == q]
