@@ -4,7 +4,7 @@ from math import comb
 
 import pytest
 
-from crosspath.tasks.metrics import cons_at_n, majority_vote, pass_at_1, pass_at_k, summarize
+from crosspath.tasks.metrics import cons_at_n, majority_vote, pass_at_1, pass_at_k, summarize, votes
 
 
 def test_pass_at_1_is_the_mean():
@@ -31,6 +31,17 @@ def test_majority_vote_merges_equivalent_answers():
     equiv = lambda a, b: a == b or (a in same and b in same)  # noqa: E731
     assert majority_vote(["3", "3", "1/2", "0.5", "\\frac{1}{2}"], equiv=equiv) == "1/2"
     assert majority_vote(["3", "3", "1/2", "0.5", "\\frac{1}{2}"]) == "3"
+
+
+def test_votes_ranks_groups_and_breaks_ties_by_first_occurrence():
+    same = {"0.5", "1/2", "\\frac{1}{2}"}
+    equiv = lambda a, b: a == b or (a in same and b in same)  # noqa: E731
+    assert votes(["3", "0.5", " 3", "1/2", None, "\\frac{1}{2}", ""], equiv) == [("0.5", [1, 3, 5]), ("3", [0, 2])]
+    assert votes(["b", "a", "a", "b", "c"]) == [("b", [0, 3]), ("a", [1, 2]), ("c", [4])]
+    assert votes([None, " "]) == []
+    seen = []
+    votes(["x", "y", "z"], lambda a, b: seen.append((a, b)) or False)
+    assert seen == [("x", "y"), ("x", "z"), ("y", "z")]  # a new answer meets each group's first answer
 
 
 def test_cons_at_n_correct_when_any_path_of_the_winner_is():
@@ -79,8 +90,11 @@ def test_summarize_aggregates_rows():
     assert s["pass_at_k"][2] == pytest.approx((0.5 + 1.0) / 2)
     assert s["pass_at_k"][4] == pytest.approx(1.0)
     assert s["tokens"] == 120 and s["tokens_per_question"] == pytest.approx(60.0)
+    assert s["grading_timeouts"] == 0
+    rows[0]["grading_timeouts"], rows[1]["grading_timeouts"] = 2, 1
+    assert summarize(rows)["grading_timeouts"] == 3
 
 
 def test_summarize_empty():
     s = summarize([])
-    assert s["questions"] == 0 and s["pass_at_k"] == {} and s["tokens"] == 0
+    assert s["questions"] == 0 and s["pass_at_k"] == {} and s["tokens"] == 0 and s["grading_timeouts"] == 0

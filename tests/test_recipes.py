@@ -8,7 +8,7 @@ import pytest
 
 from crosspath import recipes
 from crosspath.cli import main
-from crosspath.config import config_file, from_args
+from crosspath.config import ConfigError, config_file, from_args
 from crosspath.infer.budget import path_budget
 from crosspath.infer.runner import RunConfig
 
@@ -63,7 +63,7 @@ def test_config_names_resolve_and_the_cli_lists_them(capsys, tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("paths: 2\n")
     assert config_file(str(own)) == own  # a file path still works
-    with pytest.raises(FileNotFoundError, match="neither a file nor a shipped recipe"):
+    with pytest.raises(ConfigError, match="neither a file nor a shipped recipe"):
         config_file("no-such-recipe")
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The shared inference loop: run directory, resume, CLI, errors."""
 
 import json
+import re
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_gen):
     run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         run(_cfg(tmp_path, limit=1), generator=tiny_gen, progress=False)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="other options: temperature 0.6 -> 0.1"):
         run(_cfg(tmp_path, limit=1, temperature=0.1, resume=True), generator=tiny_gen, progress=False)
 
 
@@ -91,8 +92,6 @@ def test_cli_run_prints_table(tmp_path, capsys, tiny_gen):
 
 
 def test_cli_eval_with_task_options(tmp_path, capsys):
-    import re
-
     out = tmp_path / "ev"
     assert main(["eval", "--model", "tiny-random", "--task", "rg:chain_sum", "--limit", "3", "--max-tokens", "2",
                  "--task-options", '{"min_terms": 4, "max_terms": 4, "max_digits": 1}', "--out", str(out)]) == 0
@@ -126,3 +125,60 @@ def test_bad_task_is_a_clear_cli_error(tmp_path, capsys):
     code = main(["run", "--model", "tiny-random", "--task", str(bad), "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.jsonl" in err and "2" in err and "answer" in err
+
+
+# ---- errors found before any work: prompt length, model folder, openai upstream ---------------------
+
+def test_prompt_longer_than_the_context_is_refused_up_front(tmp_path, capsys):
+    task = tmp_path / "long.jsonl"
+    rows = [{"id": "ok", "question": "What is 1 + 1?", "answer": "2"},
+            {"id": "huge", "question": "1 + " * 1_250_000 + "1?", "answer": "1250001"},  # 5 MB
+            {"id": "long", "question": "1 + " * 3000 + "1?", "answer": "3001"}]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r"
+    assert main(["run", "--model", "tiny-random", "--task", str(task), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    # tiny-random: max_position_embeddings 4096; the 5 MB question is refused without tokenizing it
+    assert "2 question(s) have a prompt longer than 4096 tokens (the context length of tiny-random)" in err
+    assert re.search(r"huge \(50\d{5} characters\), long \(\d+ tokens\)", err) and " ok (" not in err
+    assert not (out / "results.jsonl").exists()  # nothing ran
+    assert main(["run", "--model", "tiny-random", "--task", "demo", "--limit", "3", "--max-prompt-tokens", "20",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "3 question(s) have a prompt longer than 20 tokens (--max-prompt-tokens): demo-0 (" in err
+    assert "raise --max-prompt-tokens" in err
+
+
+def test_model_folder_that_is_not_a_model(tmp_path, capsys):
+    empty, adapter = tmp_path / "empty", tmp_path / "adapter"
+    empty.mkdir()
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    for folder, hint in ((empty, "holds config.json, the weights"), (adapter, "pass it with --adapter")):
+        assert main(["run", "--model", str(folder), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"--model {folder} is a folder, not a transformers model" in err and hint in err
+        assert "Traceback" not in err
+    assert main(["run", "--model", "tiny-random", "--adapter", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a LoRA adapter folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["down", "garbage"])
+def test_openai_upstream_down_or_garbage_is_a_clear_error(tmp_path, capsys, monkeypatch, mode):
+    from openai_stub import StubServer
+
+    import crosspath.backends.openai as openai_backend
+
+    monkeypatch.setattr(openai_backend, "BACKOFF_MAX", 0.0)  # retries without the waits
+    with StubServer() as srv:
+        url = srv.url
+        srv.fail("garbage", times=100)
+        if mode == "garbage":
+            code = main(["run", "--backend", "openai", "--base-url", url, "--model", "tiny-random", "--limit", "1",
+                         "--paths", "1", "--out", str(tmp_path / "r")])
+    if mode == "down":  # the port is closed now
+        code = main(["run", "--backend", "openai", "--base-url", url, "--model", "tiny-random", "--limit", "1",
+                     "--paths", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"POST {url}/completions" in err and "Traceback" not in err
+    assert ("no answer after 6 tries" in err and "ConnectError" in err) if mode == "down" else "not JSON" in err

@@ -2,8 +2,11 @@
 a background thread, a random free port) over the tiny random Llama with small budgets."""
 
 import json
+import logging
+import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -11,7 +14,7 @@ import pytest
 
 from openai_stub import StubServer
 
-from crosspath.serve.app import ServerThread
+from crosspath.serve.app import ServerThread, create_app
 from crosspath.serve.config import ServeConfig
 from crosspath.serve.service import Service
 from crosspath.backends.hf import HFGenerator
@@ -19,7 +22,8 @@ from crosspath.backends.hf import HFGenerator
 KEY = "test-key"
 NAME = "tiny-served"
 SMALL = dict(model="tiny-random", served_model_name=NAME, port=0, paths=3, rounds=2, round_tokens=6,
-             summary_tokens=4, answer_tokens=4, max_paths=4, max_body_bytes=20_000, log_level="warning")
+             summary_tokens=4, answer_tokens=4, max_paths=4, max_body_bytes=20_000, max_prompt_tokens=300,
+             log_level="warning")
 MSG = [{"role": "user", "content": "What is 2 + 3?"}]
 
 
@@ -228,3 +232,182 @@ def test_cli_serve_parser():
                                       "--base-url", "http://a/v1", "http://b/v1"])
     assert args.command == "serve" and args.paths == 2 and args.base_url == ["http://a/v1", "http://b/v1"]
     assert callable(args.func)
+
+
+# ---- what the server refuses, and what one bad request cannot do to the others ----------------------
+def _together(url: str, bodies: dict[str, tuple[str, dict]], auth: dict | None = None) -> dict[str, httpx.Response]:
+    """POST every (route, body) at once (raw JSON: it may hold lone surrogates); name -> response."""
+    go, out = threading.Barrier(len(bodies)), {}
+
+    def post(name, route, body):
+        go.wait()
+        out[name] = httpx.post(url + route, content=json.dumps(body).encode(), timeout=120,
+                               headers={"Content-Type": "application/json", **(auth or {})})
+
+    threads = [threading.Thread(target=post, args=(n, *rb)) for n, rb in bodies.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def test_a_bad_request_never_joins_or_fails_a_batch(server):
+    """Empty prompts and lone surrogates are refused with 4xx naming the field (not internal text),
+    and the honest requests sent at the same moment are answered together in one batch."""
+    svc, before = server.service, len(server.service.scheduler.batch_sizes)
+    chat = "/v1/chat/completions"
+    out = _together(server.url, {
+        "honest0": (chat, {"messages": [{"role": "user", "content": "1 + 1?"}]}),
+        "honest1": (chat, {"messages": [{"role": "user", "content": "2 + 2?"}]}),
+        "surrogate": (chat, {"messages": [{"role": "user", "content": "3 + \ud800?"}]}),
+        "surrogate_part": (chat, {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}),
+        "surrogate_stop": (chat, {"messages": MSG, "stop": ["ok", "\ud800"]}),
+        "empty": ("/v1/completions", {"prompt": ""}),
+        "empty_list": ("/v1/completions", {"prompt": [""]}),
+    }, {"Authorization": f"Bearer {KEY}"})
+    for name in ("honest0", "honest1"):
+        assert out[name].status_code == 200, out[name].text
+        assert out[name].json()["choices"][0]["message"]["content"]
+    assert out["honest0"].json()["crosspath"]["batch"] == out["honest1"].json()["crosspath"]["batch"]
+    assert svc.scheduler.batch_sizes[before:] == [2]  # the bad ones never reached the scheduler
+    params = {"surrogate": "messages.0.content", "surrogate_part": "messages.0.content.0.text",
+              "surrogate_stop": "stop.1", "empty": "prompt", "empty_list": "prompt"}
+    for name, param in params.items():
+        err = _error_shape(out[name], 422 if name.startswith("surrogate") else 400)
+        assert err["param"].replace("[", ".").replace("]", "") == param, err
+        assert "Error" not in err["message"] and "Traceback" not in err["message"]
+
+
+class PoisonGen(SlowGen):
+    """The tiny model, except that a call carrying a path whose text holds POISON raises."""
+
+    def __init__(self, gen):
+        super().__init__(gen, 0.0)
+
+    def advance(self, handles, params):
+        if any("POISON" in self._gen.text(h) for h in handles):
+            raise RuntimeError("secret internal detail")
+        return self._gen.advance(handles, params)
+
+
+def test_a_request_that_breaks_generation_fails_alone(tiny):
+    """A batch that fails is run again request by request: only the request that fails on its own
+    gets an error (500, without the exception's text); the others are answered."""
+    model, tok = tiny
+    cfg = ServeConfig(batch_window_ms=500, **SMALL)
+    with ServerThread(Service(cfg, generator=PoisonGen(HFGenerator(model, tok)), tokenizer=tok)) as srv:
+        out = _together(srv.url, {f"q{i}": ("/v1/chat/completions", {"messages": [{"role": "user", "content": q}]})
+                                  for i, q in enumerate(["1 + 1?", "POISON 2 + 2?", "3 + 3?"])})
+        assert srv.service.scheduler.batch_sizes == [3]
+    for name in ("q0", "q2"):
+        assert out[name].status_code == 200, out[name].text
+        body = out[name].json()
+        assert body["choices"][0]["message"]["content"] and body["crosspath"]["batch"]["retry"] is True
+    err = _error_shape(out["q1"], 500)
+    assert err["code"] == "backend_error" and "secret" not in err["message"] and "RuntimeError" not in err["message"]
+
+
+def test_prompt_length_is_bounded(server, client, tiny):
+    """A prompt over --max-prompt-tokens, or one that cannot fit the model's context with what a
+    path may add, is refused with 400 naming the limit; a huge body is refused before it is read."""
+    long = "one two three four five " * 80  # 400 words: over the test server's 300 tokens
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": long}])
+    err = e.value.body
+    assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    assert "300" in err["message"] and "--max-prompt-tokens" in err["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=NAME, prompt=long)
+    assert e.value.body["param"] == "prompt" and "--max-prompt-tokens" in e.value.body["message"]
+    # the tiny model's context is 4096 tokens: 4000 per path plus a 200-token prompt do not fit
+    ctx = tiny[0].config.max_position_embeddings
+    assert server.service.context == ctx == 4096
+    mid = "one two three four five " * 40
+    kw = dict(model=NAME, prompt=mid, extra_body={"crosspath": {"method": "independent"}})
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(max_tokens=4000, **kw)
+    assert e.value.body["code"] == "context_length_exceeded" and f"context of {ctx} tokens" in e.value.body["message"]
+    assert client.completions.create(max_tokens=3, **kw).choices[0].text is not None  # the same prompt fits
+    # 5 MB declared: answered 413 from the headers alone, while the client has sent 1 KB of it
+    with socket.create_connection((server.service.cfg.host, server.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {KEY}\r\nContent-Length: {5_000_000}\r\n\r\n".encode() + b"{" * 1024)
+        reply = b""
+        while b"body_too_large" not in reply and (part := sock.recv(4096)):
+            reply += part
+    assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply
+
+
+class LengthGen(SlowGen):
+    """The tiny model; records how many tokens each path held in the model when it was closed."""
+
+    def __init__(self, gen):
+        super().__init__(gen, 0.0)
+        self.lengths = []
+
+    def close(self, h):
+        self.lengths.append(len(self._gen._paths[h].ids) + 1)  # + the last sampled token (not cached yet)
+        self._gen.close(h)
+
+
+@pytest.mark.parametrize("opts", [dict(top_k=2, rounds=3, round_tokens=8, summary_tokens=6, temperature=1.0),
+                                  dict(router="all", top_k=1, rounds=2, round_tokens=8, summary_tokens=16)])
+def test_the_context_check_reserves_what_a_path_really_adds(tiny, opts):
+    """Settings.path_growth (what prepare reserves in the model's context after the prompt) covers
+    every token a LeaP path really held: its own text, summaries, peers' summaries and cues."""
+    model, tok = tiny
+    gen = LengthGen(HFGenerator(model, tok))
+    cfg = ServeConfig(**{**SMALL, "paths": 4, "answer_tokens": 6, "batch_window_ms": 500, **opts})
+    svc = Service(cfg, generator=gen, tokenizer=tok)
+    try:
+        reqs = [svc.prepare("chat", {"messages": [{"role": "user", "content": f"{q} + 7?"}]}) for q in range(2)]
+        events = [[] for _ in reqs]
+        for req, ev in zip(reqs, events):
+            svc.submit(req, lambda kind, payload, ev=ev: ev.append(kind))
+        assert svc.scheduler.wait_idle(60) and all(ev[-1] == "done" for ev in events)
+        assert len(gen.lengths) == 8 and svc.scheduler.batch_sizes == [2]
+        assert max(gen.lengths) - min(r.prompt_tokens for r in reqs) <= reqs[0].settings.path_growth(svc.count)
+    finally:
+        svc.scheduler.close()
+
+
+def test_docs_need_the_key_and_load_nothing(server):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for route in ("/docs", "/openapi.json"):
+        assert _error_shape(httpx.get(server.url + route), 401)["code"] == "invalid_api_key"
+    spec = httpx.get(server.url + "/openapi.json", headers=auth).json()
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(spec["paths"])
+    page = httpx.get(server.url + "/docs", headers=auth)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == "default-src 'none'"
+    html = page.text.lower()
+    assert "/v1/chat/completions" in html and "http://" not in html and "https://" not in html
+    assert "<script" not in html and "<link" not in html and "src=" not in html
+    assert httpx.get(server.url + "/redoc", headers=auth).status_code == 404
+
+
+def test_authentication_cannot_be_switched_off_by_accident(monkeypatch, capsys, caplog):
+    import crosspath.serve.app as app_module
+    from crosspath.cli import main
+
+    started = []
+    monkeypatch.setattr(app_module, "serve", lambda cfg: started.append(cfg))
+    monkeypatch.delenv("CROSSPATH_API_KEY", raising=False)
+    assert main(["serve", "--model", "tiny-random", "--api-key", ""]) == 2
+    err = capsys.readouterr().err
+    assert "--api-key is empty" in err and "Traceback" not in err
+    monkeypatch.setenv("CROSSPATH_API_KEY", " ")
+    assert main(["serve", "--model", "tiny-random"]) == 2 and "CROSSPATH_API_KEY" in capsys.readouterr().err
+    assert started == []
+    monkeypatch.setenv("CROSSPATH_API_KEY", "k")
+    assert main(["serve", "--model", "tiny-random", "--host", "0.0.0.0"]) == 0 and started[-1].api_key == "k"
+    with pytest.raises(ValueError, match="empty"):  # the library refuses it too
+        create_app(SimpleNamespace(cfg=ServeConfig(api_key="")))
+    caplog.set_level(logging.WARNING, logger="crosspath.serve")
+    for host, key, warned in [("0.0.0.0", None, True), ("192.168.1.5", None, True), ("::", None, True),
+                              ("0.0.0.0", "k", False), ("127.0.0.1", None, False), ("::1", None, False),
+                              ("localhost", None, False)]:
+        caplog.clear()
+        create_app(SimpleNamespace(cfg=ServeConfig(host=host, api_key=key)))
+        assert any("no --api-key" in r.getMessage() for r in caplog.records) == warned, (host, key)

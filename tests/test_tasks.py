@@ -201,3 +201,27 @@ def test_gpqa_diamond_aime_amc_by_hub_id(monkeypatch, tmp_path):
     # a dataset with one split that the table does not know: the loader takes that split
     _hub_from_files(monkeypatch, tmp_path, {("me/only-train", None, "train"): [{"question": "q", "answer": "1"}]})
     assert [p.answer for p in load_task("hf:me/only-train")] == ["1"]
+
+
+def test_jsonl_not_utf8_names_file_and_line(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"question": "1+1?", "answer": "2"}\n{"question": "caf\xe9?", "answer": "1"}\n')
+    with pytest.raises(TaskError, match=r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        load_task(str(bad))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"question": "1+1?", "answer": "2"}\n')  # a UTF-8 BOM is fine
+    assert load_task(str(bom))[0].answer == "2"
+
+
+def test_empty_task_file_is_an_error_not_zero_questions(tmp_path, capsys):
+    from crosspath.cli import main
+
+    empty, blank = tmp_path / "empty.jsonl", tmp_path / "blank.jsonl"
+    empty.write_text("")
+    blank.write_text("\n  \n")
+    with pytest.raises(TaskError, match="empty.jsonl holds no questions \\(the file is empty\\)"):
+        load_task(str(empty))
+    with pytest.raises(TaskError, match="only blank lines"):
+        load_task(str(blank))
+    assert main(["run", "--model", "tiny-random", "--task", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "holds no questions" in capsys.readouterr().err

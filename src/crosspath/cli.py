@@ -20,7 +20,8 @@ import dataclasses
 import sys
 
 from . import __version__
-from .config import add_arguments, from_args
+from .config import ConfigError, add_arguments, from_args
+from .errors import CrosspathError
 
 
 def _run_parser(sub):
@@ -62,7 +63,7 @@ def _cmd_eval(args) -> int:
 
         given = sorted(k for k in vars(args) if k in {f.name for f in dataclasses.fields(RunConfig)} - {"adapter"})
         if given or args.config:
-            raise ValueError(f"--run takes model, task and held-out set from the training run; it cannot be "
+            raise ConfigError(f"--run takes model, task and held-out set from the training run; it cannot be "
                              f"combined with {given or ['--config']} (use crosspath train-eval --run DIR ...)")
         return main(["train-eval", "--run", args.run] + (["--adapter", args.adapter] if "adapter" in args else []))
     args.method = "greedy"
@@ -172,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except CrosspathError as e:  # a bad option, input, model, run directory or server: the message says which
+        print(f"crosspath: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError, FileNotFoundError) as e:  # raised by code that predates CrosspathError
         print(f"crosspath: error: {e}", file=sys.stderr)
         return 2
 

@@ -20,12 +20,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from .errors import CrosspathError
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelError(ValueError):
+class ModelError(CrosspathError, ValueError):
     """An unknown or unloadable model name."""
 
 
@@ -116,7 +117,7 @@ def resolve(name: str) -> str:
             MODELS[name].build(out)
         return str(out)
     if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
+        return _check_folder(Path(name).expanduser())
     if "/" in name and not name.startswith(("/", ".")):
         return name  # a Hugging Face id
     known = ", ".join(sorted(MODELS))
@@ -126,14 +127,28 @@ def resolve(name: str) -> str:
     )
 
 
+def _check_folder(path: Path) -> str:
+    """A local model must be a transformers folder (config.json beside weights and tokenizer)."""
+    if path.is_dir() and (path / "config.json").is_file():
+        return str(path)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        hint = " It holds a LoRA adapter: pass it with --adapter, and its base model with --model."
+    elif path.is_dir():
+        hint = " A model folder holds config.json, the weights (*.safetensors) and the tokenizer files."
+    else:
+        hint = " Pass the folder that holds config.json, the weights and the tokenizer."
+    what = "a folder" if path.is_dir() else "a file"
+    raise ModelError(f"--model {path} is {what}, not a transformers model (no config.json).{hint}")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     path = resolve(name)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise ModelError(f"could not load the tokenizer of {name!r} ({path}): {e}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"could not load the tokenizer of {name!r} ({path}): {type(e).__name__}: {e}") from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -151,11 +166,16 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
     tok = load_tokenizer(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    except OSError as e:
-        raise ModelError(f"could not load model {name!r} ({path}): {e}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"could not load model {name!r} ({path}): {type(e).__name__}: {e}") from e
     if adapter:
         from peft import PeftModel
 
+        local = Path(adapter).expanduser()
+        if local.exists() and not (local / "adapter_config.json").is_file():
+            raise ModelError(f"--adapter {adapter} is not a LoRA adapter folder (no adapter_config.json)")
+        if not local.exists() and ("/" not in adapter or adapter.startswith(("/", ".", "~"))):
+            raise ModelError(f"--adapter {adapter} not found")
         model = PeftModel.from_pretrained(model, adapter)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()

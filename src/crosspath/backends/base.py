@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence, runtime_checkable
+from ..errors import CrosspathError
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class SessionGenerator(Generator, Protocol):
     def close(self, handle: int) -> None: ...
 
 
-class BackendError(RuntimeError):
+class BackendError(CrosspathError, RuntimeError):
     """A backend could not produce an answer (server down, malformed reply, ...)."""
 
 

@@ -208,7 +208,7 @@ class OpenAIGenerator:
 
     def _request(self, body: dict) -> tuple[str, dict]:
         """POST with retries. Returns (url, parsed JSON)."""
-        last = "no attempt"
+        last, hint, url = "no attempt", "", self.urls[0]
         for attempt in range(self.max_retries + 1):
             wait = None
             with self._slots:
@@ -217,8 +217,8 @@ class OpenAIGenerator:
                 try:
                     r = self._client.post(url, json=body)
                 except (httpx.TimeoutException, httpx.TransportError) as e:
-                    last = f"{url}: {type(e).__name__}: {e}"
-                    r = None
+                    last, r = f"{type(e).__name__}: {e}", None
+                    hint = "; is the server running, and is --base-url right?"
                 finally:
                     with self._lock:
                         self._in_flight[i] -= 1
@@ -227,8 +227,9 @@ class OpenAIGenerator:
                     try:
                         return url, r.json()
                     except ValueError:
-                        raise BackendError(f"POST {url}: answer is not JSON: {_quote(r.content)}") from None
-                last = f"{url}: HTTP {r.status_code}: {_quote(r.text)}"
+                        raise BackendError(f"POST {url}: answer is not JSON: {_quote(r.content)} (is --base-url "
+                                           "an OpenAI-compatible server's /v1?)") from None
+                last, hint = f"HTTP {r.status_code}: {_quote(r.text)}", ""
                 if r.status_code not in RETRY_STATUS:
                     raise BackendError(f"POST {url} failed (not retried): HTTP {r.status_code}: {_quote(r.text)}")
                 wait = _retry_after(r.headers)
@@ -236,7 +237,7 @@ class OpenAIGenerator:
                 if wait is None:
                     wait = self.backoff_base * 2**attempt * random.uniform(0.5, 1.5)
                 time.sleep(min(wait, BACKOFF_MAX))
-        raise BackendError(f"completion request failed after {self.max_retries + 1} tries; last: {last}")
+        raise BackendError(f"POST {url}: no answer after {self.max_retries + 1} tries; last: {last}{hint}")
 
     # -- answer ----------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ..config import add_arguments, from_args
+from ..config import ConfigError, add_arguments, from_args
 
 DESCRIPTION = """Distillation from many reasoning paths.
 
@@ -68,10 +69,21 @@ def add_parser(subparsers) -> None:
     lt.set_defaults(func=_cmd_leap_t)
 
 
+def _check_out_file(out: str) -> None:
+    """--out of generate/filter names a file: not a folder, in a folder that can be created and written."""
+    from ..rundir import RunDirError, check_writable
+
+    if Path(out).is_dir():
+        raise RunDirError(f"--out {out} is a folder; name a file, e.g. {Path(out) / 'paths.jsonl'}")
+    check_writable(Path(out).parent, Path(out))
+
+
 def _cmd_generate(args) -> int:
     from .generate import GenerateConfig, generate
 
-    res = generate(from_args(GenerateConfig, args, args.config))
+    cfg = from_args(GenerateConfig, args, args.config)
+    _check_out_file(cfg.out)
+    res = generate(cfg)
     print(f"{res['written']} paths written ({res['correct']} correct), {res['skipped']} already there: {res['out']}")
     return 0
 
@@ -80,6 +92,7 @@ def _cmd_filter(args) -> int:
     from .filter import FilterConfig, filter_paths
 
     cfg = from_args(FilterConfig, args, args.config)
+    _check_out_file(cfg.out)
     filter_paths(cfg)
     print(f"\nkept paths: {cfg.out}\nstatistics: {cfg.out}.stats.json")
     return 0
@@ -90,7 +103,7 @@ def _cmd_train(args) -> int:
 
     cfg = from_args(QRConfig, args, args.config)
     if not cfg.data:
-        raise ValueError("--data is required (filtered paths from `crosspath distill filter`)")
+        raise ConfigError("--data is required (filtered paths from `crosspath distill filter`)")
     res = train(cfg)
     if "routing" in res:
         print("router: mean probability per style and student")
@@ -105,6 +118,6 @@ def _cmd_leap_t(args) -> int:
 
     cfg = from_args(LeapTConfig, args, args.config)
     if not cfg.runs:
-        raise ValueError("--runs is required (LeaP run directories)")
+        raise ConfigError("--runs is required (LeaP run directories)")
     train_leap_t(cfg)
     return 0

@@ -3,7 +3,8 @@
 Each student runs `crosspath.infer.runner.run(method="greedy")` on the task with its LoRA adapter
 still attached (the in-memory peft model behind an `HFGenerator`), so its numbers are exactly what
 `crosspath eval --adapter DIR/student-i/adapter` prints. The ensemble answer of a question is the
-majority of the students' answers; ties go to the student with the higher competence weight.
+majority of the students' answers, grouped by meaning as in cons@N (`crosspath.tasks.votes` with
+`SameAnswer`); ties go to the student with the higher competence weight.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..tasks import SameAnswer
 from ..tasks.metrics import cons_at_n
 
 
@@ -49,7 +51,8 @@ def evaluate_students(models: Sequence, toks: Sequence, names: Sequence[str], ou
 def ensemble_accuracy(per_student: Sequence[dict[str, dict]], competence: Sequence[float] | None = None) -> float:
     """Accuracy of the majority answer over students (result rows keyed by question id).
 
-    Students vote in decreasing competence order, so a tie goes to the more competent student.
+    Students vote in decreasing competence order, so a tie goes to the more competent student;
+    equivalent answers ("0.5", "1/2") are one vote.
 
     >>> a = {"q": {"paths": [{"answer": "3", "correct": True}]}}
     >>> b = {"q": {"paths": [{"answer": "4", "correct": False}]}}
@@ -60,6 +63,7 @@ def ensemble_accuracy(per_student: Sequence[dict[str, dict]], competence: Sequen
     ids = list(per_student[0])
     hits = 0
     for q in ids:
-        paths = [per_student[s][q]["paths"][0] for s in order if q in per_student[s]]
-        hits += cons_at_n([p["answer"] for p in paths], [p["correct"] for p in paths])[1]
+        rows = [per_student[s][q] for s in order if q in per_student[s]]
+        paths = [r["paths"][0] for r in rows]
+        hits += cons_at_n([p["answer"] for p in paths], [p["correct"] for p in paths], equiv=SameAnswer(rows[0]))[1]
     return hits / len(ids) if ids else 0.0

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backends.base import SamplingParams
-from ..config import field
+from ..config import DTYPES, field
 from ..infer.runner import BACKENDS
 from .data import read_rows, write_rows
 from .prompts import JUDGE, JUDGE_PREFILL, parse_verdict
@@ -41,13 +41,13 @@ class FilterConfig:
     base_url: list[str] = field([], "openai judge: server URL(s)")
     api_key: str | None = field(None, "openai judge: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai judge: model name on the server (default: --judge)")
-    concurrency: int = field(16, "openai judge: maximum requests in flight")
-    dtype: str = field("float32", "hf/vllm judge: weights dtype")
-    judge_tokens: int = field(48, "judge reply budget (tokens)")
-    judge_batch: int = field(16, "paths per judge call")
+    concurrency: int = field(16, "openai judge: maximum requests in flight", ge=1)
+    dtype: str = field("float32", "hf/vllm judge: weights dtype", choices=DTYPES)
+    judge_tokens: int = field(48, "judge reply budget (tokens)", ge=1)
+    judge_batch: int = field(16, "paths per judge call", ge=1)
     unparseable: str = field("keep", "what to do with a judge reply that names no verdict: keep | drop",
                              choices=("keep", "drop"))
-    max_path_chars: int = field(6000, "the judge reads at most this many characters of a path (its end)")
+    max_path_chars: int = field(6000, "the judge reads at most this many characters of a path (its end)", ge=1)
 
 
 def judge_paths(rows: list[dict], gen, render: Callable[..., str], max_tokens: int = 48, batch: int = 16,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backends.base import SamplingParams
-from ..config import field
+from ..config import DTYPES, field
 from ..infer.runner import BACKENDS
 from ..models import DEFAULT_MODEL
 from ..tasks import grade, load_task
@@ -33,24 +33,24 @@ class GenerateConfig:
     teacher: str = field(DEFAULT_MODEL, "teacher model (name, hub id or folder; with --backend openai the served name)")
     task: str = field("rg:chain_sum", "task whose questions the teacher solves (see `crosspath tasks`)")
     split: str = field("train", "dataset split (use training questions; evaluate on another split/seed)")
-    limit: int | None = field(None, "number of questions (the first N)")
-    task_seed: int = field(0, "seed of generated tasks (reasoning-gym)")
+    limit: int | None = field(None, "number of questions (the first N)", ge=1)
+    task_seed: int = field(0, "seed of generated tasks (reasoning-gym)", ge=0)
     task_options: dict | None = field(None, "task options as JSON, e.g. '{\"min_terms\": 2, \"max_terms\": 3, "
                                             "\"max_digits\": 1}' for rg:chain_sum")
     out: str = field("paths.jsonl", "output JSONL (appended to; resumable)")
     styles: list[str] = field(list(STYLE_NAMES), "teacher styles: " + ", ".join(STYLE_NAMES))
-    per_style: int = field(1, "K: paths per question and style")
-    temperature: float = field(0.8, "sampling temperature")
-    top_p: float = field(0.95, "nucleus sampling")
-    max_tokens: int = field(512, "new tokens per path")
-    seed: int = field(0, "sampling seed")
-    batch_questions: int = field(4, "questions whose paths share one generator call")
+    per_style: int = field(1, "K: paths per question and style", ge=1)
+    temperature: float = field(0.8, "sampling temperature", ge=0)
+    top_p: float = field(0.95, "nucleus sampling", gt=0, le=1)
+    max_tokens: int = field(512, "new tokens per path", ge=1)
+    seed: int = field(0, "sampling seed", ge=0)
+    batch_questions: int = field(4, "questions whose paths share one generator call", ge=1)
     backend: str = field("hf", "hf | openai | vllm", choices=BACKENDS)
     base_url: list[str] = field([], "openai backend: server URL(s)")
     api_key: str | None = field(None, "openai backend: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai backend: model name on the server (default: --teacher)")
-    concurrency: int = field(16, "openai backend: maximum requests in flight")
-    dtype: str = field("float32", "hf/vllm: weights dtype")
+    concurrency: int = field(16, "openai backend: maximum requests in flight", ge=1)
+    dtype: str = field("float32", "hf/vllm: weights dtype", choices=DTYPES)
 
 
 def make_backend(model: str, backend: str = "hf", base_url=(), api_key=None, served_model=None, concurrency=16,

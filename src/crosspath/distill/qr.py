@@ -27,7 +27,6 @@ routing.json (the trained router's choice per style) and eval/ (held-out accurac
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,16 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..config import to_dict
+from ..rundir import claim_run_dir
 from ..train import common
 from .data import Encoded, Sample, collate, encode_sft, pooled_hidden, sequence_nll
 from .router import Mutual, Router, balance_entropy, competence_loss, mutual_loss, router_loss, st_gumbel
 
 from . import ROUTINGS, QRConfig  # noqa: F401  (the config lives where the CLI can read it without torch)
+
+RESUME_FREE = {"steps", "resume", "overwrite", "out", "log_every", "save_every", "keep", "device", "eval_task",
+               "eval_split", "eval_limit", "eval_task_seed", "eval_task_options", "eval_max_tokens", "eval_before"}
 
 
 def load_samples(path: str | Path, styles: list[str] | None = None) -> list[Sample]:
@@ -190,19 +194,18 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
           log: Callable[[str], None] = print) -> dict:
     """Train (or resume) and return {"steps", "out", "routing", "eval"}. `models`: preloaded (model, tok) pairs."""
     out = Path(cfg.out)
-    if out.exists() and (out / "config.yaml").exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it or --overwrite")
-        shutil.rmtree(out)
+    claim = claim_run_dir(out, to_dict(cfg), markers=("config.yaml",), resume=cfg.resume, overwrite=cfg.overwrite,
+                          ignore=RESUME_FREE, what="distillation run")
     common.set_seed(cfg.seed)
     samples = samples if samples is not None else load_samples(cfg.data, cfg.styles)
     if not samples:
         raise ValueError(f"no training paths in {cfg.data!r}" + (f" for styles {cfg.styles}" if cfg.styles else ""))
-    run = common.RunDir(out)
-    run.save_config(cfg)
     system, toks, enc, kept = build(cfg, samples, models)
     if not kept:
         raise ValueError(f"no path fits in --max-len {cfg.max_len} tokens after its prompt for every student")
+    claim.clear()  # --overwrite: the old run goes only now that data and students have loaded
+    run = common.RunDir(out)
+    run.save_config(cfg)
     samples = [samples[k] for k in kept]
     S, N = len(system.students), len(samples)
     dev = next(system.parameters()).device
@@ -255,6 +258,7 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
         run.log({"step": cfg.steps, **{f"eval_acc_s{i}": s["accuracy"] for i, s in enumerate(result["eval"]["students"])},
                  **({"eval_acc_ensemble": result["eval"]["ensemble"]} if "ensemble" in result["eval"] else {})})
     run.close()
+    claim.release()
     return result
 
 

@@ -17,13 +17,18 @@ from .prompts import final_answer, plain_prompt
 THINK_END = "</think>"
 
 
+def question_prompt(problem: Problem, render) -> str:
+    """The prompt every path of `problem` starts from (with its options for multiple choice)."""
+    return render(plain_prompt(problem))
+
+
 def solve(problems: list[Problem], store: PathStore, cfg, render, seed: int,
           answer_tokens: int = 0) -> list[list[PathTrace]]:
     """Run N independent paths for each problem (all problems' paths in one generator call); paths cut
     at `cfg.max_tokens` get a forced answer of at most `answer_tokens` (0: none)."""
     traces, ids = [], []
     for p in problems:
-        prompt = render(plain_prompt(p))
+        prompt = question_prompt(p, render)
         row = []
         for _ in range(cfg.paths):
             ids.append(store.add(prompt))

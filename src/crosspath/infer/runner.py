@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import config_hash, field, save_yaml, to_dict
+from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
 from ..models import DEFAULT_MODEL
-from ..tasks import grade, load_task
+from ..rundir import RunDirError, claim_run_dir
+from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
-from .leap import CONTROLS, PROMPTS
+from .leap import CONTROLS, PROMPTS, LeapOptions
 from .paths import PathStore
 
 METHODS = ("independent", "leap", "greedy")
@@ -38,46 +39,48 @@ class RunConfig:
     base_url: list[str] = field([], "openai backend: server URL(s); several are load-balanced")
     api_key: str | None = field(None, "openai backend: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai backend: model name on the server (default: --model)")
-    concurrency: int = field(16, "openai backend: maximum requests in flight")
-    dtype: str = field("float32", "hf/vllm: weights dtype (float32, bfloat16, float16)")
+    concurrency: int = field(16, "openai backend: maximum requests in flight", ge=1)
+    dtype: str = field("float32", "hf/vllm: weights dtype (float32, bfloat16, float16)", choices=DTYPES)
     threads: int | None = field(None, "hf backend on CPU: torch threads (default: torch's choice; on a shared or "
-                                      "small machine 1-2 is often much faster)")
+                                      "small machine 1-2 is often much faster)", ge=1)
     task: str = field("demo", "task: demo, gsm8k, math500, rg:<name> (reasoning-gym), hf:<dataset id>, or a .jsonl path")
     split: str = field("test", "dataset split where the task has several")
-    limit: int | None = field(None, "number of questions (the first N)")
-    task_seed: int = field(0, "seed of generated tasks (reasoning-gym)")
+    limit: int | None = field(None, "number of questions (the first N)", ge=1)
+    task_seed: int = field(0, "seed of generated tasks (reasoning-gym)", ge=0)
     task_options: dict | None = field(None, "task options as a JSON object, e.g. '{\"min_terms\": 2, \"max_terms\": 3, "
                                             "\"max_digits\": 1}' for rg:chain_sum (reasoning-gym sizes)")
-    paths: int = field(4, "N: reasoning paths per question")
+    paths: int = field(4, "N: reasoning paths per question", ge=1)
     max_tokens: int | None = field(None, "independent/greedy: new tokens per path before a forced answer (default: "
-                                         "LeaP's per-path budget under the same options minus answer_tokens)")
+                                         "LeaP's per-path budget under the same options minus answer_tokens)", ge=1)
     match: str | None = field(None, "independent/greedy: a run directory whose per-path token budget this run takes "
                                     "(sets max_tokens and answer_tokens; see infer/budget.py)")
-    temperature: float = field(0.6, "sampling temperature (0 = greedy)")
-    top_p: float = field(0.95, "nucleus sampling")
-    sample_top_k: int = field(0, "sampling top-k (0 = off; the LeaP reference uses 40)")
-    min_p: float = field(0.0, "min-p sampling (0 = off; the LeaP reference uses 0.05)")
+    max_prompt_tokens: int | None = field(None, "refuse to start when a question's rendered prompt is longer than "
+                                                "this many tokens (always: longer than the model's context)", ge=1)
+    temperature: float = field(0.6, "sampling temperature (0 = greedy)", ge=0)
+    top_p: float = field(0.95, "nucleus sampling", gt=0, le=1)
+    sample_top_k: int = field(0, "sampling top-k (0 = off; the LeaP reference uses 40)", ge=0)
+    min_p: float = field(0.0, "min-p sampling (0 = off; the LeaP reference uses 0.05)", ge=0, le=1)
     stop: list[str] = field([], "extra stop strings for independent sampling")
-    seed: int = field(0, "sampling seed")
+    seed: int = field(0, "sampling seed", ge=0)
     out: str | None = field(None, "run directory (default: runs/<method>-<task>-<model>)")
     resume: bool = field(False, "continue an interrupted run in --out, skipping finished questions")
     overwrite: bool = field(False, "replace an existing run directory")
-    batch_questions: int = field(4, "questions whose paths share one generator call")
+    batch_questions: int = field(4, "questions whose paths share one generator call", ge=1)
     kv_reuse: bool = field(True, "hf: keep each path's KV cache between rounds (off: re-encode the whole text)")
     # LeaP
-    rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last")
-    round_tokens: int = field(512, "LeaP: T, new tokens per round")
-    top_k: int = field(2, "LeaP: k, peers' summaries each path receives")
+    rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last", ge=1)
+    round_tokens: int = field(512, "LeaP: T, new tokens per round", ge=1)
+    top_k: int = field(2, "LeaP: k, peers' summaries each path receives", ge=0)
     router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all",
                         choices=("dispersed", "clustered", "hybrid", "random", "all"))
     similarity: str = field("levenshtein", "LeaP: summary similarity: levenshtein (paper) or semantic (MiniLM)",
                             choices=("levenshtein", "semantic"))
-    summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)")
+    summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)", ge=1)
     answer_tokens: int = field(64, "budget of the forced final answer: LeaP paths still reasoning after the last "
-                                   "round, independent/greedy paths cut at max_tokens")
+                                   "round, independent/greedy paths cut at max_tokens (0: no forced answer)", ge=0)
     comm_rounds: list[int] | None = field(None, "LeaP: rounds after which paths communicate, e.g. 0 (default: all); "
-                                                "the flag alone (YAML: comm_rounds: []) means never", nargs="*")
-    token_budget: int | None = field(None, "LeaP: cap on a path's total generated tokens")
+                                                "the flag alone (YAML: comm_rounds: []) means never", nargs="*", ge=0)
+    token_budget: int | None = field(None, "LeaP: cap on a path's total generated tokens", ge=1)
     tags: str = field("comment", "LeaP: tag of the peer block: comment (released code) or peer_summary (paper)",
                       choices=("comment", "peer_summary"))
     leap_t: bool = field(False, "LeaP-T: the model decides when to <summarize> (for models fine-tuned on the format)")
@@ -90,7 +93,8 @@ class RunConfig:
                                      choices=CONTROLS)
 
 
-RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match"}
+RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match",
+                    "max_prompt_tokens"}
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -139,29 +143,49 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _grade_rounds(problem, rounds: list[dict]) -> None:
+def _grade_rounds(problem, rounds: list[dict]) -> int:
+    """Grade each LeaP round's answer in place; returns how many checks timed out."""
+    timeouts = 0
     for rd in rounds:
         if "answer" in rd:
-            rd["correct"] = grade(problem, f"\\boxed{{{rd['answer']}}}")[1] if rd["answer"] else False
+            verdict = judge(problem, f"\\boxed{{{rd['answer']}}}") if rd["answer"] else (None, False, False)
+            _, rd["correct"], timed_out = verdict
+            timeouts += timed_out
+    return timeouts
 
 
 def result_row(problem, traces, cfg: RunConfig, chash: str, wall: float) -> dict[str, Any]:
-    paths = []
+    """One results.jsonl line. `grading_timeouts` counts the checks that ran out of time while
+    grading this question (each graded wrong) and the answer comparisons of its vote that did."""
+    paths, timeouts = [], 0
     for t in traces:
-        answer, correct = grade(problem, t.own_text if t.own_text is not None else t.text)
+        answer, correct, timed_out = judge(problem, t.own_text if t.own_text is not None else t.text)
+        timeouts += timed_out
         if cfg.method == "leap":
-            _grade_rounds(problem, t.rounds)
+            timeouts += _grade_rounds(problem, t.rounds)
         paths.append({"text": t.text, "answer": answer, "correct": correct, "tokens": t.tokens,
                       "finish": t.finish, "rounds": t.rounds})
     answers, correct = [p["answer"] for p in paths], [p["correct"] for p in paths]
-    cons_answer, cons_correct = cons_at_n(answers, correct)
+    same = SameAnswer(problem)
+    cons_answer, cons_correct = cons_at_n(answers, correct, equiv=same)
     return {**problem.to_dict(), "method": cfg.method, "config": chash, "prompt": traces[0].prompt,
             "paths": paths, "cons_answer": cons_answer, "cons_correct": cons_correct,
-            "pass_at_1": pass_at_1(correct), "tokens": sum(p["tokens"] for p in paths), "wall_seconds": round(wall, 3)}
+            "pass_at_1": pass_at_1(correct), "tokens": sum(p["tokens"] for p in paths),
+            "grading_timeouts": timeouts + same.timeouts, "wall_seconds": round(wall, 3)}
 
 
 def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) one method on one task; returns the summary dict."""
+    """Run (or resume) one method on one task; returns the summary dict.
+
+    Everything that can be wrong is found before the first question runs: options (ranges,
+    types), the run directory (writable, not in use, same options on --resume), the task, the
+    model and every question's prompt length. Only then does --overwrite delete the old results.
+    """
+    check(cfg)
+    if cfg.method == "leap":
+        leap_options(cfg)  # options that do not go together are refused before anything runs
+    elif cfg.prompt or cfg.leap_control:
+        raise ConfigError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
     if cfg.method == "greedy":
         cfg.paths, cfg.temperature = 1, 0.0
     budget.resolve(cfg, log)
@@ -172,19 +196,22 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     results = out / "results.jsonl"
     chash = config_hash(cfg, RUN_KEYS_IGNORED)
-    if results.exists() and results.stat().st_size and not cfg.resume:
-        if not cfg.overwrite:
-            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it")
-        results.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    done_rows = read_results(results, repair=True)
-    if done_rows and done_rows[0].get("config") != chash:
-        raise ValueError(f"{out} was run with another configuration (config {done_rows[0].get('config')} != {chash}); "
-                         "resume with the same options, or use another --out")
-    save_yaml(cfg, out / "config.yaml")
+    claim = claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), resume=cfg.resume, overwrite=cfg.overwrite,
+                          ignore=RUN_KEYS_IGNORED, clear=("results.jsonl", "summary.json"))
+    try:
+        return _run(cfg, out, results, chash, claim, generator, problems, progress)
+    finally:
+        claim.release()
+
+
+def _run(cfg: RunConfig, out: Path, results: Path, chash: str, claim, generator, problems, progress: bool) -> dict:
+    if cfg.resume:
+        first = read_results(results)[:1]
+        if first and first[0].get("config") != chash:
+            raise RunDirError(f"{out} was run with another configuration (config {first[0].get('config')} != "
+                              f"{chash}); resume with the same options, or use another --out")
     problems = problems if problems is not None else load_task(cfg.task, limit=cfg.limit, seed=cfg.task_seed, split=cfg.split,
                                                                   **(cfg.task_options or {}))
-    done = {r["id"] for r in done_rows}
     gen = generator if generator is not None else make_generator(cfg)
     tok = getattr(gen, "tok", None) or getattr(gen, "tokenizer", None)
     if tok is None:
@@ -194,7 +221,13 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     from ..models import render_prompt
 
     render = lambda user, prefill="": render_prompt(tok, user, prefill=prefill)  # noqa: E731
-    solve = _method(cfg)
+    solve, prompt_of = _method(cfg)
+    check_prompt_lengths(problems, [prompt_of(p, render) for p in problems], tok,
+                         *prompt_limit(cfg, gen, tok))
+    claim.clear()  # --overwrite: the new configuration is whole, the old results go now
+    done_rows = read_results(results, repair=True)
+    save_yaml(cfg, out / "config.yaml")
+    done = {r["id"] for r in done_rows}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -239,25 +272,75 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     return summary
 
 
-def _method(cfg: RunConfig):
-    if cfg.method != "leap" and (cfg.prompt or cfg.leap_control):
-        raise ValueError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
-    if cfg.method in ("independent", "greedy"):
-        from .independent import solve as indep_solve
+def prompt_limit(cfg: RunConfig, gen, tok) -> tuple[int | None, str]:
+    """(most prompt tokens allowed, what sets it): the smaller of --max-prompt-tokens and the
+    model's context (the hf model's max_position_embeddings, vLLM's max_model_len, else the
+    tokenizer's model_max_length when it is a real value); (None, "") when neither is known."""
+    ctx = None
+    for chain in (("model", "config", "max_position_embeddings"),
+                  ("llm", "llm_engine", "model_config", "max_model_len")):
+        obj = gen
+        for name in chain:
+            obj = getattr(obj, name, None)
+        if isinstance(obj, int) and obj > 0:
+            ctx = obj
+            break
+    if ctx is None and isinstance(getattr(tok, "model_max_length", None), int) and tok.model_max_length < 10**8:
+        ctx = tok.model_max_length
+    if cfg.max_prompt_tokens is not None and (ctx is None or cfg.max_prompt_tokens <= ctx):
+        return cfg.max_prompt_tokens, "--max-prompt-tokens"
+    return ctx, f"the context length of {cfg.model}"
 
-        return lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens)
+
+def check_prompt_lengths(problems, prompts: list[str], tok, limit: int | None, source: str) -> None:
+    """Raise TaskError naming every question whose prompt has more than `limit` tokens.
+
+    A prompt with more characters than `limit` x the longest token of the vocabulary is too long
+    whatever it holds, and is not tokenized at all (a 5 MB question is refused at once)."""
+    if limit is None or not prompts:
+        return
+    vocab = getattr(tok, "get_vocab", None)
+    widest = max(map(len, vocab()), default=0) if vocab else 0
+    rest = [i for i, t in enumerate(prompts) if not (widest and len(t) > limit * widest)]
+    counts: dict[int, int | None] = dict.fromkeys(range(len(prompts)))  # None: too long, not tokenized
+    if rest:
+        counts.update(zip(rest, map(len, tok([prompts[i] for i in rest], add_special_tokens=False)["input_ids"])))
+    bad = [(i, n) for i, n in counts.items() if n is None or n > limit]
+    if not bad:
+        return
+    shown = ", ".join(f"{problems[i].id} ({n} tokens)" if n is not None else
+                      f"{problems[i].id} ({len(prompts[i])} characters)" for i, n in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise TaskError(f"{len(bad)} question(s) have a prompt longer than {limit} tokens ({source}): {shown}{more}. "
+                    "Nothing was run: shorten or leave out these questions"
+                    + (", or raise --max-prompt-tokens" if source == "--max-prompt-tokens" else ""))
+
+
+def _method(cfg: RunConfig):
+    """(solve, prompt_of): the method's loop and the first prompt of a question's paths."""
+    if cfg.method in ("independent", "greedy"):
+        from .independent import question_prompt, solve as indep_solve
+
+        return (lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens),
+                question_prompt)
     if cfg.method == "leap":
-        from .leap import LeapOptions, solve as leap_solve
+        from .leap import question_prompt as leap_prompt, solve as leap_solve
         from .routing import get_similarity
 
-        opts = LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
-                           summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
-                           comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
-                           token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,
-                           control=cfg.leap_control)
+        opts = leap_options(cfg)
         sim = get_similarity(cfg.similarity)
-        return lambda probs, store, c, render, seed: leap_solve(probs, store, c, render, seed, opts, sim)
+        return (lambda probs, store, c, render, seed: leap_solve(probs, store, c, render, seed, opts, sim),
+                lambda p, render: leap_prompt(p, opts, render))
     raise ValueError(f"unknown method {cfg.method!r}; choose one of {METHODS}")
+
+
+def leap_options(cfg: RunConfig) -> LeapOptions:
+    """The LeaP options of a run (ValueError when they do not go together, e.g. --leap-t --prompt leap)."""
+    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
+                       summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
+                       comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
+                       token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,
+                       control=cfg.leap_control)
 
 
 def method_label(summary: dict) -> str:

@@ -4,10 +4,13 @@
     GET  /v1/models              the served model
     POST /v1/chat/completions    messages -> consensus answer (stream=true: server-sent events)
     POST /v1/completions         prompt   -> consensus answer
+    GET  /docs, /openapi.json    a plain HTML list of the routes (loads nothing), the OpenAPI schema
 
-Errors are OpenAI-shaped, `{"error": {"message", "type", "code", "param"}}`: 401 bad or missing key,
-404 unknown model or route, 413 body over --max-body-bytes, 422 body not JSON / not the schema,
-400 valid but over this server's limits, 429 queue full, 503 shutting down.
+With --api-key every route but /health needs `Authorization: Bearer KEY` (an empty key is refused
+at start-up). Errors are OpenAI-shaped, `{"error": {"message", "type", "code", "param"}}`: 401 bad
+or missing key, 404 unknown model or route, 413 body over --max-body-bytes, 422 body not JSON /
+not valid Unicode / not the schema, 400 valid but over this server's limits (prompt tokens, paths,
+budgets), 429 queue full, 503 shutting down; 500/502 carry no exception text (it is logged).
 
 Graceful shutdown (SIGTERM / SIGINT, or `ServerThread.stop()`): the listening socket closes, new
 requests on open connections get 503, in-flight requests have --shutdown-timeout seconds to
@@ -17,6 +20,7 @@ finish; then every request still pending or running is answered 503.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import secrets
 import threading
@@ -26,11 +30,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import protocol
-from .config import RequestError, ServeConfig
+from .config import RequestError, ServeConfig, check_auth
 from .scheduler import unavailable
 from .service import Service
 
@@ -42,9 +47,29 @@ def _error(err: RequestError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status)
 
 
+def docs_page(app: FastAPI, cfg: ServeConfig) -> str:
+    """A self-contained HTML page listing the routes: no script, no stylesheet, nothing fetched."""
+    rows = "".join(f"<tr><td>{'/'.join(sorted(r.methods))}</td><td><code>{html.escape(r.path)}</code></td>"
+                   f"<td>{html.escape(r.summary or '')}</td></tr>" for r in app.routes if isinstance(r, APIRoute))
+    auth = ("every route but /health needs <code>Authorization: Bearer KEY</code>" if cfg.api_key
+            else "no API key is set: every route is open")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>crosspath serve</title></head><body>"
+            f"<h1>crosspath serve: {html.escape(cfg.name)}</h1><p>OpenAI-compatible API; {auth}. "
+            f"Limits: {cfg.max_body_bytes} bytes per body, {cfg.max_prompt_tokens} prompt tokens, "
+            f"{cfg.max_paths} paths, {cfg.max_path_tokens} tokens per path. Schema: "
+            f"<a href=\"openapi.json\">openapi.json</a>.</p><table border=1 cellpadding=4>"
+            f"<tr><th>method</th><th>route</th><th></th></tr>{rows}</table></body></html>")
+
+
 def create_app(service: Service) -> FastAPI:
     cfg = service.cfg
-    app = FastAPI(title="crosspath", summary="OpenAI-compatible answers from multi-path reasoning (LeaP)")
+    warning = check_auth(cfg)  # raises on an empty key
+    if warning:
+        log.warning(warning)
+    # FastAPI's own /docs loads Swagger UI from a CDN and, like /openapi.json, has no key check:
+    # both are off, and the routes below serve them behind the key.
+    app = FastAPI(title="crosspath", summary="OpenAI-compatible answers from multi-path reasoning (LeaP)",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
     @app.exception_handler(RequestError)
@@ -59,6 +84,10 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         return _error(RequestError(422, f"invalid request: {exc.errors()[:1]}", code="invalid_value"))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):  # uvicorn logs the traceback
+        return _error(RequestError(500, "internal error (the details are in the server log)", type="server_error"))
 
     def check_key(request: Request) -> None:
         if not cfg.api_key:
@@ -75,18 +104,18 @@ def create_app(service: Service) -> FastAPI:
 
     service_started = time.time()
 
-    @app.get("/health")
+    @app.get("/health", summary="liveness and queue counts (no key needed; 503 while shutting down)")
     async def health():
         st = service.stats()
         return JSONResponse({"status": "ok" if st["accepting"] else "shutting_down", **st},
                             status_code=200 if st["accepting"] else 503)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", summary="the served model")
     async def models(request: Request):
         check_key(request)
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.get("/v1/models/{model_id:path}", summary="one model (404 unless it is the served one)")
     async def model(model_id: str, request: Request):
         check_key(request)
         if model_id != cfg.name:
@@ -116,7 +145,7 @@ def create_app(service: Service) -> FastAPI:
         if body.get("model") not in (None, cfg.name):
             raise RequestError(404, f"model {body['model']!r} does not exist; this server serves {cfg.name!r}",
                                code="model_not_found", param="model")
-        req = service.prepare(kind, body)
+        req = await asyncio.to_thread(service.prepare, kind, body)  # tokenizing a long prompt takes a while
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job = service.submit(req, lambda k, p: loop.call_soon_threadsafe(events.put_nowait, (k, p)))
@@ -167,13 +196,24 @@ def create_app(service: Service) -> FastAPI:
             if not job.over:
                 service.cancel(job)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", summary="messages -> the consensus answer of several reasoning paths "
+                                              "(stream=true: server-sent events)")
     async def chat_completions(request: Request):
         return await handle(request, "chat")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", summary="prompt -> the consensus answer of several reasoning paths")
     async def completions(request: Request):
         return await handle(request, "completion")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        check_key(request)
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        check_key(request)
+        return HTMLResponse(docs_page(app, cfg), headers={"Content-Security-Policy": "default-src 'none'"})
 
     return app
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..config import add_arguments, from_args
-from .config import ServeConfig
+from .config import ServeConfig, check_auth
 
 DESCRIPTION = """\
 An OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/completions, /health)
@@ -23,7 +23,7 @@ examples:
   crosspath serve --model smollm2-135m --port 8000
   crosspath serve --model tiny-random --paths 2 --rounds 2 --round-tokens 32   # smoke test
   crosspath serve --backend openai --base-url http://gpu1:8000/v1 http://gpu2:8000/v1 \\
-      --model Qwen/Qwen3-1.7B --workers 4 --api-key $KEY
+      --model Qwen/Qwen3-1.7B --workers 4 --api-key "$KEY"
 
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
       -d '{"messages": [{"role": "user", "content": "What is 17 + 25?"}], "crosspath": {"paths": 4}}'
@@ -44,8 +44,14 @@ def _cmd_serve(args) -> int:
     from .app import serve
 
     cfg = from_args(ServeConfig, args, args.config)
-    cfg.api_key = cfg.api_key or os.environ.get("CROSSPATH_API_KEY") or None
-    for name in ("paths", "max_batch", "workers", "max_queue", "max_body_bytes"):
+    env = os.environ.get("CROSSPATH_API_KEY")
+    if cfg.api_key is None and env is not None:
+        if not env.strip():
+            raise ValueError("$CROSSPATH_API_KEY is set but empty: give a key, or unset it to run without "
+                             "authentication")
+        cfg.api_key = env
+    check_auth(cfg)  # an empty --api-key is an error (exit 2), before the model loads
+    for name in ("paths", "max_batch", "workers", "max_queue", "max_body_bytes", "max_prompt_tokens"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     serve(cfg)

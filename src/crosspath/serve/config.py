@@ -9,10 +9,12 @@ the standard OpenAI fields max_tokens, temperature, top_p, seed and stop are hon
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..config import field
+from ..infer.prompts import FINAL_ANSWER, RECAP_TRIGGERS, SUMMARY_OPENER, TAG_SETS, peer_block, summary_request
 from ..infer.runner import RunConfig
 
 _RUN = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -58,9 +60,9 @@ class ServeConfig:
     threads: int | None = reuse("threads")
     # ---- HTTP ----
     host: str = field("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
-    port: int = field(8000, "TCP port")
-    api_key: str | None = field(None, "require `Authorization: Bearer KEY` on /v1/* (default: $CROSSPATH_API_KEY; "
-                                      "unset: no authentication)")
+    port: int = field(8000, "TCP port", ge=0, le=65535)
+    api_key: str | None = field(None, "require `Authorization: Bearer KEY` on every route but /health (default: "
+                                      "$CROSSPATH_API_KEY; neither set: no authentication; an empty key is an error)")
     log_level: str = field("info", "uvicorn log level", choices=("critical", "error", "warning", "info", "debug"))
     # ---- method defaults (a request may override the ones in OVERRIDES) ----
     method: str = field("leap", "how answers are made: leap (paths exchange summaries) or independent "
@@ -79,24 +81,29 @@ class ServeConfig:
     leap_t: bool = reuse("leap_t")
     max_tokens: int | None = field(None, "per-path token budget when a request sends no max_tokens (leap: cap on "
                                          "a path's generated tokens, default none; independent: default the LeaP "
-                                         "worst case rounds x round_tokens + summaries + answer)")
+                                         "worst case rounds x round_tokens + summaries + answer)", ge=1)
     temperature: float = reuse("temperature")
     top_p: float = reuse("top_p")
     sample_top_k: int = reuse("sample_top_k")
     min_p: float = reuse("min_p")
-    seed: int = field(0, "base seed of batches whose requests send no seed")
+    seed: int = field(0, "base seed of batches whose requests send no seed", ge=0)
     # ---- limits and scheduling ----
-    max_paths: int = field(16, "most paths a request may ask for (400 above)")
-    max_rounds: int = field(8, "most LeaP rounds a request may ask for (400 above)")
+    max_paths: int = field(16, "most paths a request may ask for (400 above)", ge=1)
+    max_rounds: int = field(8, "most LeaP rounds a request may ask for (400 above)", ge=1)
     max_path_tokens: int = field(4096, "largest per-path token budget a request may cause: max_tokens, or "
-                                       "rounds x round_tokens + summaries + answer (400 above)")
-    max_body_bytes: int = field(1_000_000, "largest request body in bytes (413 above)")
-    max_batch: int = field(8, "most requests run together as one LeaP batch")
+                                       "rounds x round_tokens + summaries + answer (400 above)", ge=1)
+    max_prompt_tokens: int = field(4096, "longest prompt a request may send, in tokens of the rendered prompt (chat "
+                                         "template and method instruction included; 400 above). A prompt that "
+                                         "with the most a path may add would not fit the model's context is "
+                                         "refused too", ge=1)
+    max_body_bytes: int = field(1_000_000, "largest request body in bytes (413 above)", ge=1)
+    max_batch: int = field(8, "most requests run together as one LeaP batch", ge=1)
     batch_window_ms: float = field(15.0, "how long the scheduler waits for more requests after the oldest "
-                                         "pending one arrived before it starts a batch")
-    max_queue: int = field(256, "most requests waiting for a batch (429 above)")
-    workers: int = field(1, "batches run at the same time (hf: must be 1; openai: >1 keeps an upstream pool busy)")
-    shutdown_timeout: float = field(30.0, "on SIGTERM: seconds to finish in-flight requests; the rest get 503")
+                                         "pending one arrived before it starts a batch", ge=0)
+    max_queue: int = field(256, "most requests waiting for a batch (429 above)", ge=1)
+    workers: int = field(1, "batches run at the same time (hf: must be 1; openai: >1 keeps an upstream pool busy)",
+                         ge=1)
+    shutdown_timeout: float = field(30.0, "on SIGTERM: seconds to finish in-flight requests; the rest get 503", ge=0)
 
     @property
     def name(self) -> str:
@@ -107,6 +114,26 @@ class ServeConfig:
         return RunConfig(model=self.model, adapter=self.adapter, backend=self.backend, base_url=list(self.base_url),
                          api_key=self.upstream_api_key, served_model=self.upstream_model,
                          concurrency=self.concurrency, dtype=self.dtype, seed=self.seed)
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def check_auth(cfg: ServeConfig) -> str | None:
+    """Raise ValueError for an API key that is set but empty (`--api-key "$UNSET"` must not switch
+    authentication off); return a warning when the server is reachable from the network without one."""
+    if cfg.api_key is not None and not cfg.api_key.strip():
+        raise ValueError("--api-key is empty (an unset variable?): give a key, or leave the option out to run "
+                         "without authentication")
+    if cfg.api_key is None and not is_loopback(cfg.host):
+        return (f"--host {cfg.host} exposes the server to the network and no --api-key (or $CROSSPATH_API_KEY) "
+                "is set: anyone who can reach it can use it")
+    return None
 
 
 # Keys of the request's `crosspath` object -> type; `n_paths` is an alias of `paths`.
@@ -146,6 +173,23 @@ class Settings:
         if self.max_tokens is not None:  # a summary may overshoot the budget by its own length
             reasoning = min(reasoning, self.max_tokens + self.summary_tokens)
         return reasoning + self.answer_tokens
+
+    def path_growth(self, count: Callable[[str], int]) -> int:
+        """Most tokens a path may add after its prompt (`count` tokenizes): what it writes, plus for
+        LeaP the text put into it per communication (the summary request, k peers' summaries and
+        the block around them, a repaired summary tag) and the forced-answer cue. A peer's summary
+        is re-read as text, and text does not always tokenize back into as few tokens as were
+        sampled (a weak model's odd token runs do not): it counts twice its budget."""
+        if self.method == "independent":
+            return self.max_tokens or 0
+        tags = TAG_SETS[self.tags]
+        last = self.rounds - 1
+        comms = last if self.comm_rounds is None else len({r for r in self.comm_rounds if 0 <= r < last})
+        k = self.paths - 1 if self.router == "all" else min(self.top_k, self.paths - 1)  # peers per path
+        peers = peer_block([SUMMARY_OPENER + "..."] * k, tags)  # all but the peers' own tokens
+        per_comm = (max(count(summary_request(0, j, tags)) for j in range(len(RECAP_TRIGGERS)))
+                    + count("...\n" + tags.close_summary) + count(peers) + 2 * k * self.summary_tokens)
+        return self.worst_case_tokens() + comms * per_comm + count(FINAL_ANSWER)
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> RequestError:

@@ -1,7 +1,8 @@
 """The OpenAI wire format: request schemas, replies, stream chunks and error bodies.
 
 Unknown OpenAI fields (presence_penalty, user, ...) are accepted and ignored; a body that is not
-JSON or does not match these schemas is answered 422 with an OpenAI-style error.
+JSON, holds a string that is not valid Unicode (a lone surrogate such as "\\ud800"), or does not
+match these schemas is answered 422 with an OpenAI-style error naming the field.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class _Body(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**62)  # backends add offsets per path and round
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
     stream: bool | None = False
@@ -47,6 +48,29 @@ class CompletionBody(_Body):
     prompt: str | list[str]
 
 
+def invalid_text(data: Any, where: str = "") -> str | None:
+    """Where the first string (key or value) that cannot be encoded as UTF-8 is, e.g.
+    "messages[0].content", or None. JSON may spell lone surrogates ("\\ud800"); no tokenizer takes them.
+
+    >>> invalid_text({"messages": [{"content": "ok"}, {"content": "\\ud800"}]})
+    'messages[1].content'
+    """
+    stack = [(data, where)]
+    while stack:
+        x, at = stack.pop()
+        if isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return at or "body"
+        elif isinstance(x, dict):
+            stack.extend((v, f"{at}.{k}" if at else str(k)) for k, v in reversed(list(x.items())))
+            stack.extend((k, at or "body") for k in x if isinstance(k, str))
+        elif isinstance(x, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(x))))
+    return None
+
+
 def parse_body(raw: bytes, kind: str) -> dict[str, Any]:
     """bytes -> a validated plain dict, or RequestError(422)."""
     try:
@@ -55,6 +79,10 @@ def parse_body(raw: bytes, kind: str) -> dict[str, Any]:
         raise RequestError(422, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise RequestError(422, "the request body must be a JSON object", code="invalid_json")
+    bad = invalid_text(data)
+    if bad is not None:
+        raise RequestError(422, f"{bad}: not valid Unicode text (a lone surrogate such as \\ud800?)",
+                           code="invalid_text", param=bad)
     try:
         body = (ChatBody if kind == "chat" else CompletionBody).model_validate(data)
     except ValidationError as e:

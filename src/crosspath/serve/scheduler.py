@@ -164,10 +164,11 @@ class Scheduler:
                 self.batch_sizes.append(len(batch))
             try:
                 self.run_batch(batch)
-            except Exception as e:  # run_batch reports per job; this is a last resort
+            except Exception:  # run_batch reports per job; this is a last resort (details: the log only)
                 log.exception("batch failed")
                 for j in batch:
-                    j.emit("error", RequestError(500, f"internal error: {type(e).__name__}: {e}", type="server_error"))
+                    j.emit("error", RequestError(500, "internal error (the details are in the server log)",
+                                                 type="server_error"))
             finally:
                 with self._cv:
                     self._running = [j for j in self._running if j not in batch]

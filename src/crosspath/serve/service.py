@@ -11,28 +11,35 @@ is the question and is continued as raw text, exactly as given; with `crosspath.
 in the method's instruction (as plain text, no chat template) instead. Either way LeaP appends its
 summary requests and peer blocks to every path as rounds go.
 
-The answer. Each path's answer is `extract_answer` of its text; `majority_vote` over the paths
-gives the consensus; the reply is the text of the first path with that answer (path 0 if no path
-has one). Usage counts every path: prompt tokens x paths, and all generated tokens (reasoning,
-summaries, forced answers).
+Before a request joins a batch, `prepare` renders its prompt exactly as the method will and counts
+its tokens: an empty prompt, one over --max-prompt-tokens, or one that with the most a path may
+add would not fit the model's context is refused (400), so nothing a client sends reaches the
+generator unchecked. If a batch still fails, its requests are run again one by one: only a request
+that fails on its own gets an error (500, or 502 from an upstream server; the details go to the
+log, not to the client).
+
+The answer. Each path's answer is `extract_answer` of its text; the majority vote over the paths
+(`votes`, answers grouped by meaning with `SameAnswer`: "1/2", "0.5" and "\\frac{1}{2}" are one
+vote) gives the consensus; the reply is the text of the first path of the winning group (path 0
+if no path has an answer). Usage counts every path: prompt tokens x paths, and all generated
+tokens (reasoning, summaries, forced answers).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..backends.base import Completion, SamplingParams
+from ..backends.base import BackendError, Completion, SamplingParams
 from ..infer import independent, leap
 from ..infer.paths import PathStore, PathTrace
-from ..infer.prompts import TAG_SETS
+from ..infer.prompts import LEAP_PREFILL, TAG_SETS, leap_prompt, plain_prompt
 from ..infer.routing import get_similarity
 from ..infer.leap import own_text
-from ..tasks import Problem, extract_answer, majority_vote
+from ..tasks import Problem, SameAnswer, extract_answer, votes
 from .config import RequestError, ServeConfig, Settings, resolve_settings
 from .scheduler import Job, Scheduler, unavailable
 
@@ -46,6 +53,8 @@ class Request:
     render: Callable[[str, str], str]  # (instruction text around the question, pre-fill) -> path prefix
     settings: Settings
     stream: bool = False
+    prefix: str = ""  # the rendered prompt every path of this request starts from
+    prompt_tokens: int = 0  # its tokens
 
 
 class Aborted(Exception):
@@ -82,13 +91,30 @@ def _text_of(content: Any, where: str) -> str:
 
 
 def votes_of(answers: list[str | None]) -> list[dict[str, Any]]:
-    """[{"answer", "votes", "paths"}], most votes first (ties: first seen), answers stripped."""
-    groups: dict[str, list[int]] = collections.OrderedDict()
-    for i, a in enumerate(answers):
-        if a is not None and str(a).strip():
-            groups.setdefault(str(a).strip(), []).append(i)
-    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # stable: ties keep first-seen order
-    return [{"answer": a, "votes": len(ix), "paths": ix} for a, ix in ranked]
+    """[{"answer", "votes", "paths"}], most votes first (`crosspath.tasks.votes`, by meaning)."""
+    return [{"answer": a, "votes": len(ix), "paths": ix} for a, ix in votes(answers, SameAnswer())]
+
+
+def instruction(s: Settings, question: str) -> tuple[str, str]:
+    """(user text, assistant pre-fill) the method renders for `question` (as leap.solve and
+    independent.solve do), so a prompt can be measured before its batch runs."""
+    problem = Problem(id="request", question=question, answer="")
+    if s.method == "leap" and not s.leap_t:
+        return leap_prompt(problem), LEAP_PREFILL
+    return plain_prompt(problem), ""
+
+
+def context_length(gen, tok) -> int | None:
+    """The model's context in tokens: the hf model's max_position_embeddings, the vLLM engine's
+    max_model_len, else the tokenizer's model_max_length when it is a real number; None if unknown."""
+    sizes = [getattr(getattr(getattr(gen, "model", None), "config", None), "max_position_embeddings", None)]
+    try:
+        sizes.append(gen.llm.llm_engine.model_config.max_model_len)
+    except AttributeError:
+        pass
+    sizes.append(getattr(tok, "model_max_length", None))
+    sizes = [n for n in sizes if isinstance(n, int) and 0 < n < 10**8]  # tokenizers say 1e30 when unknown
+    return min(sizes) if sizes else None
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -111,6 +137,7 @@ class Service:
 
             tok = load_tokenizer(cfg.model)
         self.tok = tok
+        self.context = context_length(self.gen, tok)
         self.similarity = get_similarity(cfg.similarity)
         self.generator_calls = 0
         self.requests_done = 0
@@ -134,16 +161,51 @@ class Service:
             if last is None or last != len(msgs) - 1:
                 raise RequestError(400, "the last message must come from the user", param="messages")
             question = msgs[last]["content"]
-            return Request(kind, question, lambda user, prefill: self._chat(msgs[:-1], user, prefill), settings,
-                           bool(body.get("stream")))
+            req = Request(kind, question, lambda user, prefill: self._chat(msgs[:-1], user, prefill), settings,
+                          bool(body.get("stream")))
+            return self._measure(req, "messages")
         prompt = body["prompt"]
         if isinstance(prompt, list):
             if len(prompt) != 1 or not isinstance(prompt[0], str):
                 raise RequestError(400, "prompt must be one string (a list of one string is accepted)",
                                    param="prompt", code="unsupported_value")
             prompt = prompt[0]
+        if not prompt:
+            raise RequestError(400, "prompt is empty: there is nothing to continue", param="prompt",
+                               code="empty_prompt")
         raw = (lambda user, prefill: user + "\n\n" + prefill) if wrap else (lambda user, prefill: prompt)
-        return Request(kind, prompt, raw, settings, bool(body.get("stream")))
+        return self._measure(Request(kind, prompt, raw, settings, bool(body.get("stream"))), "prompt")
+
+    def count(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def _measure(self, req: Request, param: str) -> Request:
+        """Render the request's prompt as its method will and refuse it (400) when it has no token,
+        is over --max-prompt-tokens, or cannot fit the model's context with what a path may add."""
+        from jinja2 import TemplateError
+
+        try:
+            req.prefix = req.render(*instruction(req.settings, req.question))
+        except TemplateError as e:  # the template's own message (raise_exception), meant for the client
+            raise RequestError(400, f"messages: the model's chat template refused them: {e}", param="messages",
+                               code="invalid_messages") from None
+        n = req.prompt_tokens = self.count(req.prefix)
+        if n == 0:
+            raise RequestError(400, f"{param}: the prompt has no tokens", param=param, code="empty_prompt")
+        limit = self.cfg.max_prompt_tokens
+        if n > limit:
+            raise RequestError(400, f"{param}: the prompt is {n} tokens (chat template and method instruction "
+                                    f"included); this server allows {limit} (--max-prompt-tokens)",
+                               param=param, code="context_length_exceeded")
+        if self.context is not None:
+            grow = req.settings.path_growth(self.count)
+            if n + grow > self.context:
+                raise RequestError(400, f"{param}: the prompt is {n} tokens and with these options a path may add "
+                                        f"up to {grow} more, over the model's context of {self.context} tokens; "
+                                        "send a shorter prompt or lower max_tokens or crosspath rounds, "
+                                        "round_tokens, summary_tokens, top_k", param=param,
+                                   code="context_length_exceeded")
+        return req
 
     def _chat(self, history: list[dict], user: str, prefill: str) -> str:
         messages = history + [{"role": "user", "content": user}]
@@ -165,13 +227,41 @@ class Service:
 
     # ---- batches ---------------------------------------------------------------------------
     def _run_batch(self, jobs: list[Job]) -> None:
+        """Run the jobs as one batch. If it fails, run each unanswered job alone: a request that
+        breaks generation fails only itself."""
+        if self._attempt(jobs) or len(jobs) == 1:
+            return
+        alone = [j for j in jobs if not j.over and not j.cancelled]
+        log.warning("a batch of %d requests failed: running %d of them one by one", len(jobs), len(alone))
+        for j in alone:
+            self._attempt([j], retry=True)
+
+    def _attempt(self, jobs: list[Job], retry: bool = False) -> bool:
+        """False when generation failed; then a lone job has been answered with the error."""
+        try:
+            self._solve(jobs, retry)
+        except Aborted:
+            for j in jobs:
+                j.emit("error", unavailable("the request was cancelled"))
+        except Exception as e:
+            log.exception("generation failed for a batch of %d request(s) (jobs %s)", len(jobs), [j.id for j in jobs])
+            if len(jobs) == 1:
+                upstream = isinstance(e, BackendError) or self.cfg.backend == "openai"
+                jobs[0].emit("error", RequestError(502 if upstream else 500, "generation failed for this request "
+                                                   "(the details are in the server log)", type="server_error",
+                                                   code="backend_error"))
+            return False
+        return True
+
+    def _solve(self, jobs: list[Job], retry: bool) -> None:
+        """One call of the method over the jobs' requests; emits "start", "round"s and "done"."""
         reqs: list[Request] = [j.payload for j in jobs]
         s = reqs[0].settings
         with self._lock:
             self._batch_no += 1
             batch_no = self._batch_no
         seed = s.seed if s.seed is not None else (self.cfg.seed + 1_000_003 * batch_no) % 2**31
-        info = {"id": batch_no, "requests": len(jobs)}
+        info = {"id": batch_no, "requests": len(jobs), **({"retry": True} if retry else {})}
         for j in jobs:
             j.emit("start", info)
         prefixes: list[str] = []
@@ -179,14 +269,15 @@ class Service:
         def render(user: str, prefill: str = "") -> str:  # solve renders the problems in order
             r = reqs[len(prefixes)]
             assert r.question in user, "render was called out of problem order"
-            prefixes.append(r.render(user, prefill))
-            return prefixes[-1]
+            assert r.render(user, prefill) == r.prefix, "the method rendered another prompt than prepare measured"
+            prefixes.append(r.prefix)
+            return r.prefix
 
         store = GuardedStore(self.gen, lambda: any(not j.over and not j.cancelled for j in jobs))
         cfg = SimpleNamespace(paths=s.paths, temperature=s.temperature, top_p=s.top_p, sample_top_k=s.sample_top_k,
                               top_k=s.sample_top_k, min_p=s.min_p, max_tokens=s.max_tokens, stop=list(s.stop))
         problems = [Problem(id=str(j.id), question=r.question, answer="", source="serve") for j, r in zip(jobs, reqs)]
-        try:
+        try:  # errors reach _attempt
             if s.method == "leap":
                 opts = leap.LeapOptions(rounds=s.rounds, round_tokens=s.round_tokens, top_k=s.top_k, router=s.router,
                                         summary_tokens=s.summary_tokens, answer_tokens=s.answer_tokens,
@@ -196,23 +287,12 @@ class Service:
                 traces = leap.solve(problems, store, cfg, render, seed, opts, self.similarity, on_round=on_round)
             else:
                 traces = independent.solve(problems, store, cfg, render, seed)
-        except Aborted:
-            for j in jobs:
-                j.emit("error", unavailable("the request was cancelled"))
-            return
-        except Exception as e:
-            log.exception("batch %d failed", batch_no)
-            for j in jobs:
-                j.emit("error", RequestError(502 if self.cfg.backend == "openai" else 500,
-                                             f"generation failed: {type(e).__name__}: {e}", type="server_error",
-                                             code="backend_error"))
-            return
         finally:
             with self._lock:
                 self.generator_calls += store.calls
             store.close()
-        for j, r, tr, prefix in zip(jobs, reqs, traces, prefixes):
-            ans = self.answer(r, tr, prefix, info)
+        for j, r, tr in zip(jobs, reqs, traces):
+            ans = self.answer(r, tr, info)
             with self._lock:
                 self.requests_done += 1
                 self.tokens += ans["usage"]["completion_tokens"]
@@ -230,21 +310,21 @@ class Service:
                 paths.append({"index": p.index, "summary": summary, "answer": extract_answer(own_text(text, tags))})
             j.emit("round", {"round": r, "paths": paths})
 
-    def answer(self, req: Request, traces: list[PathTrace], prefix: str, batch: dict) -> dict[str, Any]:
+    def answer(self, req: Request, traces: list[PathTrace], batch: dict) -> dict[str, Any]:
         """The consensus reply, its usage and the `crosspath` field for one request."""
         s = req.settings
         answers = [extract_answer(t.own_text if t.own_text is not None else t.text) for t in traces]
-        consensus = majority_vote(answers)
-        pick = next((i for i, a in enumerate(answers) if a is not None and str(a).strip() == consensus), 0)
+        ranked = votes_of(answers)
+        consensus, pick = (ranked[0]["answer"], ranked[0]["paths"][0]) if ranked else (None, 0)
         text, stopped = _cut_at_stop(traces[pick].text, s.stop)
         finish = "stop" if stopped or traces[pick].finish not in ("length", "budget") else "length"
-        prompt_tokens = len(self.tok(prefix, add_special_tokens=False)["input_ids"]) * len(traces)
+        prompt_tokens = req.prompt_tokens * len(traces)
         completion_tokens = sum(t.tokens for t in traces)
         paths = []
         for n, (t, a) in enumerate(zip(traces, answers)):
             rounds = [{k: v for k, v in rd.items() if k != "text"} for rd in t.rounds] if s.method == "leap" else []
             paths.append({"index": n, "answer": a, "tokens": t.tokens, "finish": t.finish, "rounds": rounds})
-        extra = {"method": s.method, "answer": consensus, "consensus_path": pick, "votes": votes_of(answers),
+        extra = {"method": s.method, "answer": consensus, "consensus_path": pick, "votes": ranked,
                  "paths": paths, "batch": batch,
                  "config": {"paths": s.paths, "max_tokens": s.max_tokens, "temperature": s.temperature,
                             "top_p": s.top_p, "seed": s.seed,

@@ -7,12 +7,12 @@
 """
 
 from crosspath.tasks.datasets import TaskError, list_tasks, load_jsonl, load_task
-from crosspath.tasks.grading import count_markers, extract_answer, grade, is_equivalent
-from crosspath.tasks.metrics import cons_at_n, majority_vote, pass_at_1, pass_at_k, summarize
+from crosspath.tasks.grading import SameAnswer, count_markers, extract_answer, grade, is_equivalent, judge
+from crosspath.tasks.metrics import cons_at_n, majority_vote, pass_at_1, pass_at_k, summarize, votes
 from crosspath.tasks.problem import Problem
 
 __all__ = [
     "Problem", "TaskError", "load_task", "load_jsonl", "list_tasks",
-    "extract_answer", "count_markers", "is_equivalent", "grade",
-    "pass_at_1", "majority_vote", "cons_at_n", "pass_at_k", "summarize",
+    "extract_answer", "count_markers", "is_equivalent", "grade", "judge", "SameAnswer",
+    "pass_at_1", "votes", "majority_vote", "cons_at_n", "pass_at_k", "summarize",
 ]

@@ -93,6 +93,8 @@ def load_task(spec: str, limit: int | None = None, seed: int = 0, split: str = "
             problems = load_jsonl(path, fields=fields, limit=limit)
         else:
             raise _unknown(spec)
+    if not problems:
+        raise TaskError(f"task {spec!r} has no questions" + (f" with options {options}" if options else ""))
     return problems[:limit] if limit is not None else problems
 
 
@@ -104,8 +106,9 @@ def load_jsonl(path: str | Path, fields: dict | None = None, limit: int | None =
     is the first of question/problem/prompt/input, the answer answer/final_answer/solution/...,
     and the id the row's "id" (else `<file stem>-<row index>`).
 
-    A row that is not valid JSON or lacks a field raises TaskError naming file, line and field:
-    "data.jsonl:3: missing field 'answer' (fields present: id, problem)".
+    A row that is not valid JSON or UTF-8, or lacks a field, raises TaskError naming file, line and
+    field: "data.jsonl:3: missing field 'answer' (fields present: id, problem)"; so does a file
+    without a single question.
     """
     path = Path(path)
     if not path.is_file():
@@ -118,13 +121,18 @@ def load_jsonl(path: str | Path, fields: dict | None = None, limit: int | None =
     source = source or f"file:{path}"
     prefix = id_prefix or path.stem
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             if limit is not None and len(problems) >= limit:
                 break
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -133,6 +141,9 @@ def load_jsonl(path: str | Path, fields: dict | None = None, limit: int | None =
                 raise TaskError(f"{where}: expected a JSON object, got {type(row).__name__}")
             default_id = f"{prefix}-{len(problems)}"
             problems.append(_row_to_problem(row, fields, default_id, source, where))
+    if not problems and limit != 0:
+        why = "the file is empty" if not path.stat().st_size else "only blank lines"
+        raise TaskError(f"{path} holds no questions ({why})")
     return problems
 
 

@@ -5,41 +5,38 @@
 >>> is_equivalent("0.5", "\\\\frac{1}{2}")
 True
 
-Equivalence uses math-verify (gold parsed first and passed first to `verify`). math-verify bounds
-its own time with SIGALRM, which only works in the main thread, so its timeouts are switched off
-and the check runs in a small worker process instead (started once, ~2 s, reused); a check that
-runs past `timeout` kills the worker and counts as not equivalent. This works from any thread, and
-model output is only ever parsed, never executed. Equal strings and integers skip the worker.
+Extraction is linear in the text length (one pass per rule, no rescans). Equivalence uses
+math-verify (gold parsed first and passed first to `verify`) with its signal-based timeouts
+switched off; the check runs in an isolated worker process instead (verifier.py), killed after
+`timeout` seconds. Reasoning-gym answers go to reasoning-gym's own scorer in the same kind of
+worker, behind a shape check (rg_scoring.py). Model output is only ever parsed, never executed.
+Equal strings and numbers skip the worker. An answer longer than MAX_ANSWER_CHARS (and than twice
+the gold answer) is wrong without being read; one whose check runs out of time is wrong and
+reported as such (`judge(...).timed_out`, counted as `grading_timeouts` by the runner).
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
-import json
 import logging
-import os
 import re
-import select
-import subprocess
-import sys
-import threading
-import time
 from fractions import Fraction
-from typing import Any
+from typing import Callable, NamedTuple
 
 from crosspath.tasks.problem import Problem
+from crosspath.tasks.rg_scoring import rg_score
+from crosspath.tasks.verifier import TimedOut, WorkerPool
 
 RG_CORRECT = 0.99  # a reasoning-gym score above this counts as correct (scores are in [0, 1])
-MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))  # verifier processes alive at most
-WORKER_START_TIMEOUT = 120.0  # seconds for the worker to import math-verify (not the check budget)
+CHECK_TIMEOUT = 5.0  # seconds one answer's check may take (math-verify or a reasoning-gym scorer)
+VOTE_TIMEOUT = 2.0  # seconds one comparison of two answers may take in a majority vote
+MAX_ANSWER_CHARS = 1000  # a longer answer (unless the gold is half as long) is wrong unread
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _NUMBER = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?"
 _NUMBER_RE = re.compile(rf"(?<![\w.])(?:{_NUMBER})(?![\w])")
 _ANSWER_IS_RE = re.compile(r"answer\s*(?:is|:|=)\s*:?", re.IGNORECASE)
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_BRACE_RE = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
+_TAG_RE = re.compile(r"<(/?)answer>", re.IGNORECASE)
 _LETTER_RE = r"\(?([A-Z])\)?"
 
 
@@ -49,16 +46,23 @@ _LETTER_RE = r"\(?([A-Z])\)?"
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} or \\fbox{...} with balanced braces (None if there is none).
 
-    >>> last_boxed("a \\\\boxed{1} b \\\\boxed{\\\\frac{1}{\\\\sqrt{2}}} c")
+    One pass over the braces with a stack; each open brace remembers where its box content starts
+    (None for a plain brace). The box that opened last among those that close wins, so a cut-off
+    box at the end of a truncated output does not hide an earlier complete one.
+
+    >>> last_boxed("a \\\\boxed{1} b \\\\boxed{\\\\frac{1}{\\\\sqrt{2}}} c \\\\boxed{cut")
     '\\\\frac{1}{\\\\sqrt{2}}'
     """
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        depth, start = 1, m.end()
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                return text[start:i].strip()
-    return None  # none, or only unclosed ones (a truncated output)
+    stack: list[int | None] = []
+    best: tuple[int, int] | None = None  # (content start, content end) of the winning box
+    for m in _BRACE_RE.finditer(text):
+        if m.group() == "}":
+            start = stack.pop() if stack else None
+            if start is not None and (best is None or start > best[0]):
+                best = (start, m.start())
+        else:
+            stack.append(None if m.group() == "{" else m.end())
+    return None if best is None else text[best[0]:best[1]].strip()
 
 
 def count_markers(text: str, marker: str = "####") -> int:
@@ -103,8 +107,14 @@ def extract_answer(text: str, choices: list[str] | None = None) -> str | None:
 
 
 def _last_tag(text: str) -> str | None:
-    tags = _TAG_RE.findall(text)
-    return tags[-1] if tags else None
+    """Content of the last <answer>...</answer> (a close pairs with the latest open before it)."""
+    last, open_end = None, None
+    for m in _TAG_RE.finditer(text):
+        if not m.group(1):
+            open_end = m.end()
+        elif open_end is not None:
+            last, open_end = text[open_end:m.start()], None
+    return last
 
 
 def _after_marker(text: str) -> str | None:
@@ -126,7 +136,7 @@ def _after_answer_is(text: str) -> str | None:
     math = re.match(r"\$(?:\\.|[^$\\])*\$", line)  # "$\frac{1}{2}$. I hope it is correct."
     if math:
         return math.group(0)
-    line = re.split(r"\.(?:\s|$)", line, maxsplit=1)[0]
+    line = re.split(r"[.!](?:\s|$)", line, maxsplit=1)[0]  # in prose "5!" is an exclamation
     return _lead_number(line) or line
 
 
@@ -135,19 +145,22 @@ def _lead_number(line: str) -> str | None:
 
     "6 - 5i", "70 \\sqrt{2}" or "1,-2" are answers in their own right and give None.
     """
-    m = re.match(rf"\s*\\?\$?\s*({_NUMBER})(.*)$", line, re.DOTALL)
+    m = re.match(rf"\s*(?:\\?\$\s*)?({_NUMBER})(.*)$", line, re.DOTALL)
     if m and (not m.group(2).strip() or re.match(r"(?:\s+|[,;]\s+)[A-Za-z]{2}", m.group(2))):
         return m.group(1)
     return None
 
 
 def _clean(answer: str) -> str:
-    """Strip math delimiters, currency signs, trailing punctuation and thousands commas."""
+    """Strip math delimiters, currency signs, trailing punctuation and thousands commas.
+
+    A trailing "!" stays: in an extracted answer it is a factorial (`\\boxed{5!}` is 120, not 5).
+    """
     s = answer.strip()
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
             s = s[len(left): len(s) - len(right)].strip()
-    s = s.rstrip(".,;:!").strip()
+    s = s.rstrip(".,;:").strip()
     s = re.sub(r"^(?:\\\$|\$)\s*(?=-?\d)", "", s)  # $18 -> 18
     s = s.replace("\\!", "")
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
@@ -174,7 +187,7 @@ def _to_letter(answer: str, choices: list[str] | None) -> str | None:
 def _last_choice_letter(text: str, n: int) -> str | None:
     valid = LETTERS[:n]
     patterns = [rf"\(([{valid}])\)", rf"\b(?:option|choice)\s*\(?([{valid}])\b",
-                rf"(?m)^\s*([{valid}])[).:]?\s*$"]
+                rf"(?m)^[^\S\n]*([{valid}])[).:]?[^\S\n]*$"]
     hits = [(m.start(), m.group(1)) for p in patterns for m in re.finditer(p, text, re.IGNORECASE)]
     hits = [(pos, letter.upper()) for pos, letter in hits if letter.upper() in valid]
     return max(hits)[1] if hits else None
@@ -187,12 +200,20 @@ def _norm_text(s: str) -> str:
 # --- equivalence -------------------------------------------------------------------------------
 
 
-def is_equivalent(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
+def is_equivalent(gold: str, pred: str | None, timeout: float = CHECK_TIMEOUT) -> bool:
     """True when `pred` means the same as `gold` (math-verify, bounded by `timeout` seconds).
 
     >>> is_equivalent("3", "3.0"), is_equivalent("1/2", "0.5"), is_equivalent("2", "3")
     (True, True, False)
     """
+    try:
+        return check_equivalent(gold, pred, timeout)
+    except TimedOut:
+        return False
+
+
+def check_equivalent(gold: str, pred: str | None, timeout: float = CHECK_TIMEOUT) -> bool:
+    """`is_equivalent`, but a check that runs past `timeout` raises TimedOut instead of being False."""
     if pred is None:
         return False
     g, p = _norm_answer(str(gold)), _norm_answer(str(pred))
@@ -206,7 +227,7 @@ def is_equivalent(gold: str, pred: str | None, timeout: float = 5.0) -> bool:
             return True
         if fg.denominator == 1 and fp.denominator == 1 and "." not in g + p:
             return False  # two different integers: nothing for math-verify to add
-    return _pool.check(_wrap(g), _wrap(p), timeout)
+    return bool(_verifier.call({"gold": _wrap(g), "pred": _wrap(p)}, timeout))
 
 
 def _norm_answer(s: str) -> str:
@@ -230,165 +251,116 @@ def _wrap(s: str) -> str:
     return f"${s}$"
 
 
-def _verify_now(gold: str, pred: str) -> bool:
-    """math-verify with its signal-based timeouts disabled (runs in the worker process)."""
-    from math_verify import verify
+def verify_request(req: dict) -> Callable[[], bool]:
+    """Worker handler (verifier.py): the check is math-verify on the request's gold and answer."""
+    return lambda: _verify_now(req["gold"], req["pred"])
 
-    g, p = _parse(gold), _parse(pred)
+
+def warm_verifier() -> None:
+    """Worker start: import math-verify and run it once (its parsers load lazily)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    _verify_now("$\\frac{1}{2}$", "$0.5$")
+    _verify_now("$\\left( 3, \\frac{\\pi}{2} \\right)$", "$x^2+\\sqrt{2}$")
+
+
+def _verify_now(gold: str, pred: str) -> bool:
+    """math-verify with its signal-based timeouts disabled (runs in the worker's sandboxed child)."""
+    from math_verify import parse, verify
+
+    g, p = parse(gold, parsing_timeout=None), parse(pred, parsing_timeout=None)
     if not g or not p:
         return False
     return bool(verify(g, p, timeout_seconds=None))
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse(text: str) -> Any:
-    from math_verify import parse
-
-    return parse(text, parsing_timeout=None)
+_verifier = WorkerPool("crosspath.tasks.grading:verify_request", warm="crosspath.tasks.grading:warm_verifier")
 
 
-def _serve() -> None:
-    """Worker loop: one JSON request per stdin line, one JSON reply per line on the real stdout."""
-    reply = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # anything printed by the libraries goes to stderr, not into the protocol
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    import math_verify  # noqa: F401  (import before saying ready: the import is the slow part)
+class SameAnswer:
+    """`equiv(a, b)` for the majority vote over one question's answers (metrics.votes).
 
-    reply.write("ready\n")
-    reply.flush()
-    for line in sys.stdin:
+    Free-form answers are compared by meaning: `check_equivalent`, bounded by VOTE_TIMEOUT
+    seconds. Choice letters and reasoning-gym answers are compared exactly: a letter is its own
+    meaning, and many reasoning-gym answers are not math at all (math-verify would read the board
+    "ABCDE" as the product A*B*C*D*E, equal to "EDCBA"). An answer longer than MAX_ANSWER_CHARS,
+    or one whose comparison once ran out of time, is compared exactly from then on, so a question
+    costs at most one timeout per distinct slow answer; `timeouts` counts them.
+    `problem` is a Problem or a result row (a dict with its fields).
+
+    >>> same = SameAnswer(); same("1/2", "0.5"), same("3", "4"), same.timeouts
+    (True, False, 0)
+    >>> SameAnswer({"choices": ["1/2", "0.5"]})("A", "B")
+    False
+    """
+
+    def __init__(self, problem: Problem | dict | None = None, timeout: float | None = None) -> None:
+        field = (problem.get if isinstance(problem, dict) else lambda k: getattr(problem, k, None))
+        self.exact = problem is not None and (bool(field("choices")) or "rg" in (field("meta") or {}))
+        self.timeout = VOTE_TIMEOUT if timeout is None else timeout
+        self.timeouts, self.slow = 0, set()
+
+    def __call__(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        if self.exact or {a, b} & self.slow or max(len(a), len(b)) > MAX_ANSWER_CHARS:
+            return False
         try:
-            req = json.loads(line)
-            ok = _verify_now(req["gold"], req["pred"])
-        except Exception:  # an unparsable answer is simply not equivalent
-            ok = False
-        reply.write(json.dumps({"ok": ok}) + "\n")
-        reply.flush()
-
-
-class _Worker:
-    """One verifier subprocess (a plain `python -c`, so no fork of a threaded parent)."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from crosspath.tasks.grading import _serve; _serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
-        if self._read_line(WORKER_START_TIMEOUT) != "ready":
-            self.kill()
-            raise RuntimeError("the math-verify worker did not start; try: "
-                               f"{sys.executable} -c 'import math_verify'")
-
-    def check(self, gold: str, pred: str, timeout: float) -> bool | None:
-        """The verdict, or None when the worker ran past `timeout` or died."""
-        data = memoryview((json.dumps({"gold": gold, "pred": pred}) + "\n").encode())
-        try:
-            while data:
-                data = data[os.write(self.proc.stdin.fileno(), data):]
-        except OSError:  # the worker died
-            return None
-        line = self._read_line(timeout)
-        return None if line is None else bool(json.loads(line)["ok"])
-
-    def _read_line(self, timeout: float) -> str | None:
-        fd, buf, deadline = self.proc.stdout.fileno(), b"", time.monotonic() + timeout
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            buf += chunk
-        return buf.decode().strip()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-class _Pool:
-    """Up to MAX_WORKERS workers shared by all threads; a thread waits for a free one."""
-
-    def __init__(self) -> None:
-        self.idle: list[_Worker] = []
-        self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(MAX_WORKERS)
-
-    def check(self, gold: str, pred: str, timeout: float) -> bool:
-        with self.slots:  # the wait for a slot is not part of `timeout`
-            return self._check(gold, pred, timeout)
-
-    def _check(self, gold: str, pred: str, timeout: float) -> bool:
-        for _ in range(2):  # a second try only when the worker had died before this call
-            with self.lock:
-                worker = self.idle.pop() if self.idle else None
-            worker = worker or _Worker()
-            verdict = worker.check(gold, pred, timeout)
-            if verdict is not None:
-                with self.lock:
-                    self.idle.append(worker)
-                return verdict
-            died = worker.proc.poll() is not None
-            worker.kill()  # too slow (maybe stuck in sympy) or dead: it goes either way
-            if not died:
-                return False
-        return False
-
-    def close(self) -> None:
-        with self.lock:
-            workers, self.idle = self.idle, []
-        for w in workers:
-            w.kill()
-
-
-_pool = _Pool()
-atexit.register(_pool.close)
+            return check_equivalent(a, b, self.timeout)
+        except TimedOut:
+            self.timeouts += 1
+            self.slow.update((a, b))
+            return False
 
 
 # --- grading -----------------------------------------------------------------------------------
 
 
-def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
-    """(extracted answer, correct) for one model output.
+class Verdict(NamedTuple):
+    answer: str | None  # the extracted answer
+    correct: bool
+    timed_out: bool = False  # its check ran out of time (and it is graded wrong)
 
-    Reasoning-gym problems (meta["rg"]) are scored by reasoning-gym's own `score_answer`;
-    multiple choice compares letters; everything else goes through `is_equivalent`.
+
+def judge(problem: Problem, text: str, timeout: float | None = None) -> Verdict:
+    """The extracted answer of one model output, whether it is correct, and whether its check timed out.
+
+    Reasoning-gym problems (meta["rg"]) are scored by reasoning-gym's own `score_answer`
+    (rg_scoring.py); multiple choice compares letters; everything else goes through
+    `check_equivalent`. Each check is bounded by `timeout` (default CHECK_TIMEOUT) seconds.
+
+    >>> judge(Problem("p", "What is 3 + 4?", "7"), "so \\\\boxed{7}")
+    Verdict(answer='7', correct=True, timed_out=False)
+    >>> judge(Problem("p", "What is 5!?", "120"), "so \\\\boxed{5}")
+    Verdict(answer='5', correct=False, timed_out=False)
+    """
+    timeout = CHECK_TIMEOUT if timeout is None else timeout
+    answer = extract_answer(text, problem.choices)
+    if answer is None or len(answer) > max(MAX_ANSWER_CHARS, 2 * len(problem.answer)):
+        return Verdict(answer, False)
+    try:
+        return Verdict(answer, _correct(problem, answer, timeout))
+    except TimedOut:
+        return Verdict(answer, False, True)
+
+
+def grade(problem: Problem, text: str) -> tuple[str | None, bool]:
+    """(extracted answer, correct) for one model output: `judge` without the timeout flag.
 
     >>> grade(Problem("p", "What is 3 + 4?", "7"), "3 + 4 = 7. The answer is 7.")
     ('7', True)
     """
-    answer = extract_answer(text, problem.choices)
-    if answer is None:
-        return None, False
+    answer, correct, _ = judge(problem, text)
+    return answer, correct
+
+
+def _correct(problem: Problem, answer: str, timeout: float) -> bool:
     if "rg" in problem.meta:
-        return answer, _rg_score(problem.meta["rg"], answer) > RG_CORRECT
+        return rg_score(problem.meta["rg"], answer, timeout) > RG_CORRECT
     if problem.choices:
         gold = _to_letter(_clean(problem.answer), problem.choices)
         if gold is None:
-            return answer, is_equivalent(problem.answer, answer)
+            return check_equivalent(problem.answer, answer, timeout)
         if re.fullmatch(r"[A-Z]", answer):
-            return answer, answer == gold
-        return answer, is_equivalent(problem.choices[LETTERS.index(gold)], answer)
-    return answer, is_equivalent(problem.answer, answer)
-
-
-def _rg_score(rg: dict, answer: str) -> float:
-    """reasoning-gym's score for `answer`, on the entry re-created from name + config + index."""
-    dataset = _rg_dataset(rg["name"], json.dumps(rg.get("config", {}), sort_keys=True))
-    entry = rg["entry"]
-    if "index" in rg:
-        fresh = dataset[rg["index"]]
-        if fresh.get("question") == entry.get("question"):
-            entry = fresh  # the original objects (tuples, sets) some scorers rely on
-    try:
-        return float(dataset.score_answer(answer, entry))
-    except Exception:  # a scorer that chokes on a malformed answer: wrong, not a crash
-        return 0.0
-
-
-@functools.lru_cache(maxsize=64)
-def _rg_dataset(name: str, config_json: str) -> Any:
-    import reasoning_gym
-
-    return reasoning_gym.create_dataset(name, **json.loads(config_json))
+            return answer == gold
+        return check_equivalent(problem.choices[LETTERS.index(gold)], answer, timeout)
+    return check_equivalent(problem.answer, answer, timeout)

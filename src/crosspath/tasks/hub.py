@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from crosspath.errors import CrosspathError
 
-class TaskError(ValueError):
+
+class TaskError(CrosspathError, ValueError):
     """A task spec, option or data row that cannot be turned into Problems."""
 
 

@@ -20,40 +20,41 @@ def pass_at_1(correct: Sequence[bool]) -> float:
     return sum(map(bool, correct)) / len(correct) if correct else 0.0
 
 
-def _vote_groups(answers: Sequence[str | None], equiv: Equiv | None) -> list[list[int]]:
-    """Indices of answers grouped by (normalised, or `equiv`-merged) answer, in first-seen order."""
-    groups: list[list[int]] = []
-    reps: list[str] = []
+def votes(answers: Sequence[str | None], equiv: Equiv | None = None) -> list[tuple[str, list[int]]]:
+    """The majority vote, as [(answer, indices of the paths that gave it)], most votes first.
+
+    The one vote of the project: cons@N in runs, the server's consensus and the distilled
+    students' ensemble all use it. Answers are stripped; None / empty answers do not vote.
+    Each answer joins the first group (in first-seen order) whose first answer is equal to it or,
+    with `equiv`, equivalent to it (`crosspath.tasks.grading.SameAnswer` compares by meaning);
+    the group is named by that first answer. Ties go to the group whose first answer came
+    earliest (the sort is stable), so the caller decides tie-breaks by the order of `answers`.
+
+    >>> votes(["0.5", "3", "1/2", "3", None], equiv=lambda a, b: {a, b} <= {"0.5", "1/2"})
+    [('0.5', [0, 2]), ('3', [1, 3])]
+    """
+    groups: list[tuple[str, list[int]]] = []
     for i, answer in enumerate(answers):
         if answer is None or not str(answer).strip():
             continue  # no answer, no vote
         a = str(answer).strip()
-        for g, rep in enumerate(reps):
+        for rep, members in groups:
             if a == rep or (equiv is not None and equiv(rep, a)):
-                groups[g].append(i)
+                members.append(i)
                 break
         else:
-            reps.append(a)
-            groups.append([i])
-    return groups
-
-
-def _winner(groups: list[list[int]]) -> list[int] | None:
-    # Most votes; on a tie the group whose first answer came earliest (groups are in that order).
-    return max(groups, key=len) if groups else None
+            groups.append((a, [i]))
+    return sorted(groups, key=lambda g: -len(g[1]))
 
 
 def majority_vote(answers: Sequence[str | None], equiv: Equiv | None = None) -> str | None:
-    """The most frequent answer (stripped); ties go to the earliest first occurrence.
+    """The answer with the most votes (see `votes` for grouping and ties); None if nobody answered.
 
-    None / empty answers do not vote. `equiv(a, b)` merges equivalent answers into the group of
-    the first one seen (e.g. `crosspath.tasks.is_equivalent`), whose text is returned.
-
-    >>> majority_vote(["0.5", "1/2", "3"], equiv=lambda a, b: {a, b} <= {"0.5", "1/2"})
-    '0.5'
+    >>> majority_vote(["3", "1/2", "0.5"], equiv=lambda a, b: {a, b} <= {"0.5", "1/2"})
+    '1/2'
     """
-    winner = _winner(_vote_groups(answers, equiv))
-    return None if winner is None else str(answers[winner[0]]).strip()
+    ranked = votes(answers, equiv)
+    return ranked[0][0] if ranked else None
 
 
 def cons_at_n(answers: Sequence[str | None], correct: Sequence[bool],
@@ -65,10 +66,11 @@ def cons_at_n(answers: Sequence[str | None], correct: Sequence[bool],
     """
     if len(answers) != len(correct):
         raise ValueError(f"{len(answers)} answers but {len(correct)} correctness flags")
-    winner = _winner(_vote_groups(answers, equiv))
-    if winner is None:
+    ranked = votes(answers, equiv)
+    if not ranked:
         return None, False
-    return str(answers[winner[0]]).strip(), any(bool(correct[i]) for i in winner)
+    answer, paths = ranked[0]
+    return answer, any(bool(correct[i]) for i in paths)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -92,7 +94,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate per-question result rows into the numbers of summary.json.
 
-    Each row has `pass_at_1`, `cons_correct` and `paths` (each with `correct` and `tokens`).
+    Each row has `pass_at_1`, `cons_correct` and `paths` (each with `correct` and `tokens`), and
+    may have `grading_timeouts` (checks that ran out of time; summed).
     pass@k is reported for k = 1, 2, 4, ... up to the smallest path count of any row.
 
     >>> rows = [{"pass_at_1": 0.5, "cons_correct": True,
@@ -103,7 +106,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     q = len(rows)
     if q == 0:
         return {"questions": 0, "pass_at_1": 0.0, "cons_at_n": 0.0, "pass_at_k": {},
-                "tokens": 0, "tokens_per_question": 0.0}
+                "tokens": 0, "tokens_per_question": 0.0, "grading_timeouts": 0}
     counts = []
     for r in rows:
         paths = r.get("paths") or []
@@ -118,4 +121,5 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "pass_at_k": {k: sum(pass_at_k(n, c, k) for n, c in counts) / q for k in ks},
         "tokens": tokens,
         "tokens_per_question": tokens / q,
+        "grading_timeouts": sum(int(r.get("grading_timeouts", 0)) for r in rows),
     }

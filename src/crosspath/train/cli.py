@@ -15,9 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from crosspath.config import add_arguments, config_file
+from crosspath.config import add_arguments, from_args, read_yaml
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
@@ -28,19 +26,10 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) 
 
 
 def _config(args, base: dict | None = None):
-    """TrainConfig from defaults < base (a run's config.yaml) < --config YAML < flags."""
+    """TrainConfig from defaults < base (a run's config.yaml) < --config YAML < flags, every value checked."""
     from crosspath.train import TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = dict(base or {})
-    if getattr(args, "config", None):
-        loaded = yaml.safe_load(config_file(args.config).read_text()) or {}
-        unknown = set(loaded) - names
-        if unknown:
-            raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
-        values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    return TrainConfig(**{k: v for k, v in values.items() if k in names})
+    return from_args(TrainConfig, args, getattr(args, "config", None), base=base)
 
 
 def add_parser(subparsers) -> None:
@@ -110,7 +99,7 @@ def _cmd_train_eval(args) -> int:
         saved = Path(args.run) / "config.yaml"
         if not saved.exists():
             raise FileNotFoundError(f"{saved} not found (is {args.run} a training run?)")
-        base = yaml.safe_load(saved.read_text())
+        base = read_yaml(saved)
     cfg = _config(args, base)
     adapter = _resolve_adapter(args)
     model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=adapter)

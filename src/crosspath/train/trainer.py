@@ -29,6 +29,7 @@ import torch
 
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
+from crosspath.rundir import claim_run_dir
 from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig, common  # TrainConfig lives in __init__: a light import for the CLI
@@ -162,6 +163,8 @@ class Trainer:
             raise ValueError(f"no training questions for {cfg.task} (train_size {cfg.train_size})")
         self.hook = (make_hook(cfg.group_size, cfg.m3po_lambda, cfg.m3po_temperature, cfg.m3po_weighting)
                      if cfg.algo == "m3po" else None)
+        self._claim.clear()
+        common.barrier()
         self.run = common.RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
         self.step, self.position, self.last_checkpoint, self._perm = 0, 0, None, (-1, None)
         ckpt = common.latest_checkpoint(self.out) if cfg.resume else None
@@ -174,27 +177,12 @@ class Trainer:
         self.run.save_config(cfg)
 
     def _prepare_out(self) -> None:
-        cfg, saved = self.cfg, self.out / "config.yaml"
-        if cfg.resume and saved.exists():
-            import yaml
-
-            old, new = yaml.safe_load(saved.read_text()), to_dict(cfg)
-            free = RESUME_FREE | (set() if has_splits(cfg.task) else {"split", "eval_split"})  # no effect there
-            diff = sorted(k for k in new if k not in free and old.get(k) != new[k])
-            if diff:
-                raise ValueError(f"{self.out} was trained with other values of {diff}; resume with the same "
-                                 "options (only steps, eval/save/log options may change) or use another --out")
-        elif (self.out / "metrics.jsonl").exists() or (self.out / common.CHECKPOINTS).exists():
-            if not cfg.overwrite:
-                raise FileExistsError(f"{self.out} already holds a training run: pass --resume to continue "
-                                      "it or --overwrite to replace it")
-            if self.dist.main:
-                import shutil
-
-                for name in ("metrics.jsonl", common.CHECKPOINTS, "samples", "tb", "final"):
-                    target = self.out / name
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-            common.barrier()
+        """Check and lock the run directory (crosspath.rundir); --overwrite clears it only once the
+        model and the task have loaded (`self._claim.clear()` in __init__)."""
+        self._claim = claim_run_dir(self.out, to_dict(self.cfg), markers=("metrics.jsonl", common.CHECKPOINTS),
+                                    resume=self.cfg.resume, overwrite=self.cfg.overwrite, ignore=RESUME_FREE | (set() if has_splits(self.cfg.task) else {"split", "eval_split"}),
+                                    clear=("metrics.jsonl", common.CHECKPOINTS, "samples", "tb", "final"),
+                                    main=self.dist.main, what="training run")
 
     # --- data and rollouts ---------------------------------------------------------------------
 
@@ -408,6 +396,7 @@ class Trainer:
             bar.close()
         self.save_final()
         self.run.close()
+        self._claim.release()
         return rows
 
     def save_final(self) -> None:
