@@ -43,7 +43,7 @@ def _run_parser(sub):
                                  "only --adapter may be combined with it (more options: crosspath train-eval)")
     add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
                                       "round_tokens", "top_k", "router", "similarity", "summary_tokens",
-                                      "comm_rounds", "token_budget", "tags", "leap_t"})
+                                      "comm_rounds", "token_budget", "tags", "leap_t", "prompt", "leap_control"})
     e.set_defaults(func=_cmd_eval)
 
 

@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozens
         elif tp is dict:
             parser.add_argument(flag(f.name), type=json_dict, metavar="JSON", **kw)
         elif tp is list:
-            parser.add_argument(flag(f.name), nargs="+", type=inner, metavar=f.name.upper(), **kw)
+            parser.add_argument(flag(f.name), nargs=f.metadata.get("nargs", "+"), type=inner, metavar=f.name.upper(), **kw)
         else:
             parser.add_argument(flag(f.name), type=tp, metavar=f.name.upper(), **kw)
 

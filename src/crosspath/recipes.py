@@ -130,7 +130,7 @@ def dry_run(name: str) -> tuple[Recipe, object, list[tuple[str, str]]]:
 def _check_choices(cfg) -> None:
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
+        if choices and getattr(cfg, f.name) is not None and getattr(cfg, f.name) not in choices:  # None: unset
             raise ValueError(f"{f.name} = {getattr(cfg, f.name)!r}; choose one of {list(choices)}")
 
 

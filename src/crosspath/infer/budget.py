@@ -6,7 +6,8 @@ A path's budget is the most tokens it can generate (reasoning, summaries and for
                  summaries = rounds - 1 (one after every round but the last; with comm_rounds only
                  those rounds; LeaP-T at most one per round but the last); with token_budget the
                  reasoning and summaries stop at token_budget, which a summary may pass by at most
-                 summary_tokens
+                 summary_tokens. The controls (--leap-control) and --prompt plain keep this budget:
+                 no-summaries gives a summary's tokens to the next round instead
     independent  max_tokens + answer_tokens (a path cut at max_tokens is forced to answer)
     greedy       as independent, one path
 
@@ -47,7 +48,8 @@ def leap_budget(cfg) -> int:
     reasoning = rounds * cfg.round_tokens + summaries * cfg.summary_tokens
     budget = getattr(cfg, "token_budget", None)
     if budget is not None:
-        reasoning = min(reasoning, budget + (cfg.summary_tokens if summaries else 0))
+        past = summaries and getattr(cfg, "leap_control", None) != "no-summaries"  # a summary may pass the cap
+        reasoning = min(reasoning, budget + (cfg.summary_tokens if past else 0))
     return reasoning + cfg.answer_tokens
 
 

@@ -1,24 +1,40 @@
-"""LeaP: Learning from Peers (arXiv 2505.07787), one loop over a batch of questions.
+"""LeaP: Learning from Peers (arXiv 2505.07787), as named phases over a batch of questions.
 
-Per question, N paths reason in rounds of at most T new tokens:
+    state = start(problems, store, cfg, render, seed, opts)    N paths per question, one prompt each
+    for r in 0..R-1:
+        reason(state, store, opts, r)                          every unfinished path writes <= T tokens
+        said = summarize(state, store, opts, r)                 who summarizes, and what
+        inject(store, route(state, said, opts, sim), opts)     each of them reads k peers' summaries
+    force_answers(state, store, opts)                          "... \\boxed{" and <= A tokens
+    final_traces(state, store, opts)
 
-    for round r in 0..R-1:
-        every unfinished path writes up to T tokens (stop: </think>, EOS; LeaP-T also <summarize>)
-        a path that stopped on </think> or EOS is finished and leaves the pool of peers
-        if r < R-1 and round r communicates:
-            each unfinished path drops its last (maybe half-written) paragraph, gets a recap
-            trigger + "<summarize>" + opener, and writes <= S tokens up to </summarize> or </think>
-            (a </think> there is dropped; a half-written closing tag is completed, a missing one
-            added); its summary is the text after the last <summarize>
-            router: per question, each path gets k peers' summaries (never its own)
-            a <comment> block (Peer 1..k, renumbered in routing order) and a resolve sentence
-            are appended; a path with no peer left gets an explicit "no comments" block
-    unfinished paths are forced to answer: "... \\boxed{" and <= A more tokens
+reason     every unfinished path writes up to T tokens (stop: </think>, EOS; LeaP-T also <summarize>);
+           one that stopped on </think> or EOS is finished and leaves the pool of peers; one whose
+           token_budget is spent stops reasoning (it still answers)
+summarize  who (`speakers`): LeaP - every unfinished path after each round but the last (or only
+           the rounds in comm_rounds); LeaP-T - the paths that stopped at <summarize> themselves.
+           how (`ask_summary`): LeaP drops the last (maybe half-written) paragraph and appends a
+           recap trigger + "<summarize>" + opener; LeaP-T only a newline. The path then writes <= S
+           tokens up to </summarize> or </think> (a </think> there is dropped; a half-written
+           closing tag is completed, a missing one added); its summary is the text after the last
+           <summarize>
+route      per question, among the unfinished paths with a summary (their latest), each speaker
+           gets k peers' summaries chosen by similarity (never its own)
+inject     a <comment> block (Peer 1..k, renumbered in routing order) and a resolve sentence; a
+           speaker with no peer left gets an explicit "no comments" block
+force      after the last round, unfinished paths get "... \\boxed{" and <= A more tokens
 
-LeaP-T models (fine-tuned on the format) decide themselves when to summarize: `<summarize>` is a
-stop string; paths that stopped on it write their summary and receive their peers' latest
-summaries right away (from every unfinished peer that has summarized, in this round or before,
-so a path that summarizes alone still hears from its peers); the others simply go on.
+LeaP-T models (fine-tuned on the format) decide themselves when to summarize; only `speakers` and
+`ask_summary` differ. As every unfinished path with a summary is in the pool, a LeaP-T path that
+summarizes alone still hears its peers' latest summaries (in LeaP every such path just summarized).
+
+Controls, at LeaP's per-path budget (`LeapOptions.control`), to tell the protocol's cost from the
+exchange's value:
+    no-peers      paths summarize as in LeaP, but every one receives the "no comments" block
+    no-summaries  nothing is appended between rounds (no summary, no peer block); the S tokens a
+                  summary would have used go to the next round (it may write T + S)
+and `LeapOptions.prompt = "plain"`: the plain step-by-step prompt, no protocol announcement and no
+pre-fill; the loop still asks for summaries and injects peers (the loop carries the protocol).
 
 Multiple-choice problems (`Problem.choices`) show their options under the question, ask for a
 letter in \\boxed{} (also in the forced answer), and every round's answer is read as a letter.
@@ -42,6 +58,8 @@ from .prompts import LEAP_PREFILL, TAG_SETS, final_answer, leap_prompt, peer_blo
 from .routing import levenshtein_matrix, route_all
 
 THINK_END = "</think>"
+PROMPTS = ("leap", "plain")
+CONTROLS = ("no-peers", "no-summaries")
 
 
 @dataclass
@@ -52,12 +70,57 @@ class LeapOptions:
     router: str = "dispersed"  # dispersed | clustered | hybrid | random | all
     summary_tokens: int = 64  # S: summary budget (the paper: 256 at T=2048, a 1:8 ratio)
     answer_tokens: int = 64  # A: budget of the forced final answer
-    comm_rounds: tuple[int, ...] | None = None  # rounds after which paths communicate (None: all)
+    comm_rounds: tuple[int, ...] | None = None  # rounds after which paths communicate (None: all; (): none)
     token_budget: int | None = None  # cap on a path's total generated tokens
     tags: str = "comment"  # comment (released code) | peer_summary (paper figures)
     leap_t: bool = False  # the model decides when to summarize (LeaP-T fine-tuned models)
+    prompt: str | None = None  # leap (protocol + pre-fill) | plain (step by step); None: leap (LeaP-T: plain)
+    control: str | None = None  # None (LeaP) | no-peers | no-summaries (see the module docstring)
+
+    def __post_init__(self):
+        if self.prompt not in (None, *PROMPTS):
+            raise ValueError(f"unknown LeaP prompt {self.prompt!r}; choose one of {PROMPTS}")
+        if self.control not in (None, *CONTROLS):
+            raise ValueError(f"unknown LeaP control {self.control!r}; choose one of {CONTROLS}")
+        if self.leap_t and self.prompt == "leap":
+            raise ValueError("LeaP-T models get the plain prompt (they have learned the protocol): drop --prompt leap")
+        if self.leap_t and self.control == "no-summaries":
+            raise ValueError("the no-summaries control keeps the LeaP prompt; a LeaP-T model decides itself when to "
+                             "summarize (run it without --leap-t, or use --leap-control no-peers)")
 
 
+# ---- the state the phases share ----------------------------------------------------------------------
+@dataclass
+class PathState:
+    """One reasoning path, as the phases see it."""
+
+    id: int  # its id in the PathStore: its text (and KV cache) is store.text(id)
+    question: int  # index of its problem in the batch
+    index: int  # its number among its question's paths (peers are named by it)
+    trace: PathTrace  # what it did: rounds, tokens, how it ended (results.jsonl)
+    summary: str | None = None  # its latest summary: what its peers receive
+    stop: str | None = None  # the stop string its last round ended at (LeaP-T: "<summarize>")
+
+
+@dataclass
+class LeapState:
+    """A batch of questions and their paths, between phases."""
+
+    problems: Sequence[Problem]
+    paths: list[PathState]  # question-major, path order within a question: the order of every call
+    sample: dict  # sampling options of every call: temperature, top_p, top_k, min_p
+    seed: int  # round r's calls use seed + 10_000 r (+ 5_000 for summaries); the forced answer seed + 99_999
+    rng: random.Random  # the random router's
+
+    def of(self, q: int) -> list[PathState]:
+        """The paths of question q, in path order: `state.of(q)[n].id` is path n's store id."""
+        return [p for p in self.paths if p.question == q]
+
+    def unfinished(self) -> list[PathState]:
+        return [p for p in self.paths if not p.trace.finished]
+
+
+# ---- text helpers ------------------------------------------------------------------------------------
 def _drop_last_paragraph(text: str) -> int:
     """How many trailing chars to drop: the last paragraph after a blank line (0 if none).
 
@@ -102,118 +165,183 @@ def repair_close_tag(text: str, close_tag: str, cut: bool) -> str:
     return ("..." if cut else "") + "\n" + close_tag
 
 
+# ---- the phases --------------------------------------------------------------------------------------
 def question_prompt(problem: Problem, opts: LeapOptions, render: Callable[..., str]) -> str:
-    """The prompt every path of `problem` starts from (LeaP-T models: the plain one)."""
-    if opts.leap_t:
+    """The prompt every path of `problem` starts from: the LeaP prompt with its pre-fill, or the
+    plain step-by-step one (`opts.prompt == "plain"`, and LeaP-T models)."""
+    if opts.leap_t or opts.prompt == "plain":
         return render(plain_prompt(problem))
     return render(leap_prompt(problem), prefill=LEAP_PREFILL)
 
 
+def start(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
+          opts: LeapOptions) -> LeapState:
+    """Open `cfg.paths` paths per problem in `store`, all from the question's prompt (rendered once
+    per problem, in order); `cfg` also gives the sampling options of every call."""
+    paths = []
+    for q, problem in enumerate(problems):
+        prompt = question_prompt(problem, opts, render)
+        paths += [PathState(store.add(prompt), q, n, PathTrace(prompt=prompt)) for n in range(cfg.paths)]
+    sample = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.sample_top_k, min_p=cfg.min_p)
+    return LeapState(problems, paths, sample, seed, random.Random(seed))
+
+
+def communicates(opts: LeapOptions, r: int) -> bool:
+    """Whether LeaP paths summarize and read peers after round r (never after the last round)."""
+    return 0 <= r < opts.rounds - 1 and (opts.comm_rounds is None or r in opts.comm_rounds)
+
+
+def round_budget(p: PathState, opts: LeapOptions, r: int) -> int:
+    """Most tokens path p may write in round r: T, capped by what is left of its token_budget
+    (control no-summaries: T + S after a round where LeaP would have summarized)."""
+    T = opts.round_tokens + (opts.summary_tokens if opts.control == "no-summaries" and communicates(opts, r - 1) else 0)
+    return T if opts.token_budget is None else min(T, opts.token_budget - p.trace.tokens)
+
+
+def reason(state: LeapState, store: PathStore, opts: LeapOptions, r: int) -> list[PathState]:
+    """Round r: every unfinished path writes up to `round_budget` tokens, one call per distinct
+    budget (largest first, per-request seeds distinct across the calls). A path that stops on
+    </think> or EOS is finished; one that reaches token_budget stops reasoning ("budget"). The
+    round's record gets the answer read at its end. Returns the paths that reasoned (none: all done)."""
+    for p in state.unfinished():
+        if round_budget(p, opts, r) <= 0:  # a summary may have used the rest of the budget
+            p.trace.finished, p.trace.finish = True, "budget"
+    active = state.unfinished()
+    budgets = {p.id: round_budget(p, opts, r) for p in active}  # fixed before any path writes
+    stops = (THINK_END, TAG_SETS[opts.tags].open_summary) if opts.leap_t else (THINK_END,)
+    offset = 0
+    for budget in sorted(set(budgets.values()), reverse=True):
+        batch = [p for p in active if budgets[p.id] == budget]
+        params = SamplingParams(max_tokens=budget, stop=stops, seed=state.seed + 10_000 * r + offset, **state.sample)
+        offset += len(batch)
+        for p, c in zip(batch, store.advance([p.id for p in batch], params)):
+            t, p.stop = p.trace, c.stop
+            t.tokens += c.num_tokens
+            t.rounds.append({"round": r, "text": c.text, "tokens": c.num_tokens})
+            if c.stop == THINK_END or (c.finish_reason == "stop" and c.stop is None):
+                t.finished, t.finish = True, ("think" if c.stop == THINK_END else "eos")
+            elif opts.token_budget is not None and t.tokens >= opts.token_budget:
+                t.finished, t.finish = True, "budget"
+    tags = TAG_SETS[opts.tags]
+    for p in active:
+        text = own_text(store.text(p.id)[len(p.trace.prompt):], tags)
+        p.trace.rounds[-1]["answer"] = extract_answer(text, state.problems[p.question].choices)
+    return active
+
+
+def speakers(state: LeapState, opts: LeapOptions, r: int) -> list[PathState]:
+    """Who summarizes after round r. LeaP: every unfinished path, after a round that communicates;
+    LeaP-T: the unfinished paths that stopped at <summarize> (not after the last round); the
+    no-summaries control: nobody."""
+    if opts.leap_t:
+        open_tag = TAG_SETS[opts.tags].open_summary
+        return [p for p in state.unfinished() if p.stop == open_tag] if r < opts.rounds - 1 else []
+    if opts.control == "no-summaries" or not communicates(opts, r):
+        return []
+    return state.unfinished()
+
+
+def ask_summary(p: PathState, store: PathStore, opts: LeapOptions, r: int) -> None:
+    """Hand path p over to its summary. LeaP: drop its last (maybe half-written) paragraph, append a
+    recap trigger, <summarize> and the opener. LeaP-T: it wrote <summarize> itself; a newline follows."""
+    if opts.leap_t:
+        store.extend(p.id, "\n")
+        return
+    store.rewind(p.id, _drop_last_paragraph(p.trace.rounds[-1]["text"]))
+    store.extend(p.id, summary_request(r, p.index, TAG_SETS[opts.tags]))
+
+
+def summarize(state: LeapState, store: PathStore, opts: LeapOptions, r: int) -> list[PathState]:
+    """The summary phase after round r: each of the `speakers` is asked (`ask_summary`) and writes
+    at most S tokens up to </summarize> or </think>, in one call. A </think> there is dropped (the
+    path goes on reasoning); a cut-off, half-written or missing closing tag is repaired. The summary
+    (text after the last <summarize>) becomes the path's latest. Returns the paths that summarized."""
+    said = speakers(state, opts, r)
+    if not said:
+        return []
+    tags = TAG_SETS[opts.tags]
+    for p in said:
+        ask_summary(p, store, opts, r)
+    params = SamplingParams(max_tokens=opts.summary_tokens, stop=(tags.close_summary, THINK_END),
+                            seed=state.seed + 10_000 * r + 5_000, **state.sample)
+    for p, c in zip(said, store.advance([p.id for p in said], params)):
+        p.trace.tokens += c.num_tokens
+        if c.stop == THINK_END:  # the model tried to end its thinking inside the summary
+            store.rewind(p.id, len(THINK_END))
+        if c.stop != tags.close_summary:
+            store.extend(p.id, repair_close_tag(store.text(p.id), tags.close_summary, c.finish_reason == "length"))
+        p.summary = _summary_of(store.text(p.id), tags.open_summary, tags.close_summary)
+        p.trace.rounds[-1].update(summary=p.summary, summary_tokens=c.num_tokens)
+    return said
+
+
+Routed = list[tuple[PathState, list[tuple[PathState, float]]]]  # (receiver, [(peer, similarity), ...])
+
+
+def route(state: LeapState, receivers: list[PathState], opts: LeapOptions,
+          similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix) -> Routed:
+    """Each receiver's peers, question by question: among the question's unfinished paths with a
+    summary (their latest), the router picks k by the similarity of the summaries, never the
+    receiver itself. The no-peers control: nobody, for everyone."""
+    if opts.control == "no-peers":
+        return [(p, []) for p in receivers]
+    routed: Routed = []
+    for q in range(len(state.problems)):
+        mine = [p for p in receivers if p.question == q]
+        if not mine:
+            continue
+        pool = [p for p in state.of(q) if p.summary is not None and not p.trace.finished]
+        local = {p.id: j for j, p in enumerate(pool)}
+        chosen = route_all(similarity([p.summary for p in pool]), opts.top_k, opts.router, state.rng,
+                           members=[local[p.id] for p in mine], pool=range(len(pool)))
+        routed += [(p, [(pool[j], s) for j, s in chosen[local[p.id]]]) for p in mine]
+    return routed
+
+
+def inject(store: PathStore, routed: Routed, opts: LeapOptions) -> None:
+    """Right after each receiver's summary: its peers' block (Peer 1..k in routing order, then the
+    resolve sentence; no peer: the "no comments" block). The round's record names the peers
+    (path index and similarity)."""
+    tags = TAG_SETS[opts.tags]
+    for p, peers in routed:
+        store.extend(p.id, peer_block([peer.summary for peer, _ in peers], tags))
+        p.trace.rounds[-1]["peers"] = [{"peer": peer.index, "similarity": round(s, 4)} for peer, s in peers]
+
+
+def force_answers(state: LeapState, store: PathStore, opts: LeapOptions) -> None:
+    """After the last round, every path still reasoning (or stopped by its token_budget) gets the
+    final-answer lead-in ending in \\boxed{ and writes at most A more tokens."""
+    late = [p for p in state.paths if p.trace.finish in ("", "budget")]
+    for p in late:
+        store.extend(p.id, final_answer(state.problems[p.question]))
+    params = SamplingParams(max_tokens=opts.answer_tokens, stop=(THINK_END,), seed=state.seed + 99_999, **state.sample)
+    for p, c in zip(late, store.advance([p.id for p in late], params)):
+        p.trace.tokens += c.num_tokens
+        p.trace.finished, p.trace.finish = True, "forced"
+
+
+def final_traces(state: LeapState, store: PathStore, opts: LeapOptions) -> list[list[PathTrace]]:
+    """Per question, its paths' traces with their whole text and own text (peer blocks removed)."""
+    tags = TAG_SETS[opts.tags]
+    for p in state.paths:
+        p.trace.text = store.text(p.id)[len(p.trace.prompt):]
+        p.trace.own_text = own_text(p.trace.text, tags)
+    return [[p.trace for p in state.of(q)] for q in range(len(state.problems))]
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
 def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[..., str], seed: int,
           opts: LeapOptions, similarity: Callable[[Sequence[str]], list[list[float]]] = levenshtein_matrix,
-          on_round: Callable[[int, int], None] | None = None) -> list[list[PathTrace]]:
-    tags = TAG_SETS[opts.tags]
-    N = cfg.paths
-    round_stops = (THINK_END, tags.open_summary) if opts.leap_t else (THINK_END,)
-    traces: list[list[PathTrace]] = []
-    ids: list[list[int]] = []
-    for p in problems:
-        prompt = question_prompt(p, opts, render)
-        traces.append([PathTrace(prompt=prompt) for _ in range(N)])
-        ids.append([store.add(prompt) for _ in range(N)])
-    ids_flat = [i for row in ids for i in row]
-    sid = {i: (q, j) for q, row in enumerate(ids) for j, i in enumerate(row)}  # store id -> (question, path)
-    tr = lambda i: traces[sid[i][0]][sid[i][1]]  # noqa: E731
-    rng = random.Random(seed)
-    latest: dict[int, str] = {}  # store id -> its latest summary (LeaP-T peers)
-    sample = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.sample_top_k, min_p=cfg.min_p)
-
-    def left(i: int) -> int:
-        return opts.round_tokens if opts.token_budget is None else min(opts.round_tokens, opts.token_budget - tr(i).tokens)
-
+          on_round: Callable[[int, LeapState], None] | None = None) -> list[list[PathTrace]]:
+    """LeaP over a batch of questions: the phases above, round after round. `on_round(r, state)`
+    runs after each round's exchange (the server streams every path's progress from it)."""
+    state = start(problems, store, cfg, render, seed, opts)
     for r in range(opts.rounds):
-        for i in ids_flat:
-            if not tr(i).finished and left(i) <= 0:  # a summary may have used the rest of the budget
-                tr(i).finished, tr(i).finish = True, "budget"
-        active = [i for i in ids_flat if not tr(i).finished]
-        if not active:
-            break
-        # 1. a round of reasoning, grouped by remaining budget so each call has one max_tokens
-        wants_summary: list[int] = []
-        offset = 0  # distinct per-request seeds across the calls of one round
-        for budget in sorted({left(i) for i in active}, reverse=True):
-            group = [i for i in active if left(i) == budget]
-            call_seed = seed + 10_000 * r + offset
-            offset += len(group)
-            outs = store.advance(group, SamplingParams(max_tokens=budget, stop=round_stops, seed=call_seed, **sample))
-            for i, c in zip(group, outs):
-                t = tr(i)
-                t.tokens += c.num_tokens
-                t.rounds.append({"round": r, "text": c.text, "tokens": c.num_tokens})
-                if c.stop == THINK_END or (c.finish_reason == "stop" and c.stop is None):
-                    t.finished, t.finish = True, ("think" if c.stop == THINK_END else "eos")
-                elif opts.token_budget is not None and t.tokens >= opts.token_budget:
-                    t.finished, t.finish = True, "budget"
-                elif c.stop == tags.open_summary:
-                    wants_summary.append(i)
-        for i in active:
-            t = tr(i)
-            choices = problems[sid[i][0]].choices
-            t.rounds[-1]["answer"] = extract_answer(own_text(store.text(i)[len(t.prompt):], tags), choices)
-        # 2. summaries
-        last = r == opts.rounds - 1
-        communicates = not last and (opts.comm_rounds is None or r in opts.comm_rounds)
-        if opts.leap_t:
-            summarizers = [i for i in wants_summary if not last]
-            if summarizers:
-                for i in summarizers:
-                    store.extend(i, "\n")
-        else:
-            summarizers = [i for i in active if not tr(i).finished] if communicates else []
-            for i in summarizers:
-                store.rewind(i, _drop_last_paragraph(tr(i).rounds[-1]["text"]))
-                store.extend(i, summary_request(r, sid[i][1], tags))
-        if summarizers:
-            outs = store.advance(summarizers, SamplingParams(max_tokens=opts.summary_tokens,
-                                                             stop=(tags.close_summary, THINK_END),
-                                                             seed=seed + 10_000 * r + 5_000, **sample))
-            for i, c in zip(summarizers, outs):
-                tr(i).tokens += c.num_tokens
-                if c.stop == THINK_END:  # the model tried to end its thinking inside the summary
-                    store.rewind(i, len(THINK_END))
-                if c.stop != tags.close_summary:  # repair a cut-off, half-written or missing closing tag
-                    store.extend(i, repair_close_tag(store.text(i), tags.close_summary, c.finish_reason == "length"))
-                latest[i] = _summary_of(store.text(i), tags.open_summary, tags.close_summary)
-                tr(i).rounds[-1].update(summary=latest[i], summary_tokens=c.num_tokens)
-            # 3. routing per question, then 4. injection of the peers' summaries
-            for q, row in enumerate(ids):
-                receivers = [i for i in row if i in summarizers]
-                if not receivers:
-                    continue
-                # the pool of peers: unfinished paths with a summary (LeaP-T: their latest one)
-                pool = [i for i in row if i in latest and not tr(i).finished] if opts.leap_t else receivers
-                members = sorted(set(pool) | set(receivers))
-                sims = similarity([latest[i] for i in members])
-                local = {i: n for n, i in enumerate(members)}
-                chosen = route_all(sims, opts.top_k, opts.router, rng, members=[local[i] for i in receivers],
-                                   pool=range(len(members)))
-                for i in receivers:
-                    peers = [(members[j], s) for j, s in chosen[local[i]]]
-                    store.extend(i, peer_block([latest[j] for j, _ in peers], tags))
-                    tr(i).rounds[-1]["peers"] = [{"peer": sid[j][1], "similarity": round(s, 4)} for j, s in peers]
+        if not reason(state, store, opts, r):
+            break  # every path has finished
+        said = summarize(state, store, opts, r)
+        inject(store, route(state, said, opts, similarity), opts)
         if on_round:
-            on_round(r, len(active))
-    # 5. forced final answer for paths still reasoning
-    unfinished = [i for i in ids_flat if tr(i).finish in ("", "budget")]  # budget-capped paths answer too
-    for i in unfinished:
-        store.extend(i, final_answer(problems[sid[i][0]]))
-    outs = store.advance(unfinished, SamplingParams(max_tokens=opts.answer_tokens, stop=(THINK_END,),
-                                                    seed=seed + 99_999, **sample))
-    for i, c in zip(unfinished, outs):
-        tr(i).tokens += c.num_tokens
-        tr(i).finished, tr(i).finish = True, "forced"
-    for row in ids:
-        for i in row:
-            tr(i).text = store.text(i)[len(tr(i).prompt):]
-            tr(i).own_text = own_text(tr(i).text, tags)
-    return traces
+            on_round(r, state)
+    force_answers(state, store, opts)
+    return final_traces(state, store, opts)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import DTYPES, check, config_hash, field, save_yaml, to_dict
+from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
 from ..models import DEFAULT_MODEL
 from ..rundir import RunDirError, claim_run_dir
 from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
+from .leap import CONTROLS, PROMPTS, LeapOptions
 from .paths import PathStore
 
 METHODS = ("independent", "leap", "greedy")
@@ -77,12 +78,19 @@ class RunConfig:
     summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)", ge=1)
     answer_tokens: int = field(64, "budget of the forced final answer: LeaP paths still reasoning after the last "
                                    "round, independent/greedy paths cut at max_tokens (0: no forced answer)", ge=0)
-    comm_rounds: list[int] | None = field(None, "LeaP: rounds after which paths communicate, e.g. 0 (default: all)",
-                                          ge=0)
+    comm_rounds: list[int] | None = field(None, "LeaP: rounds after which paths communicate, e.g. 0 (default: all); "
+                                                "the flag alone (YAML: comm_rounds: []) means never", nargs="*", ge=0)
     token_budget: int | None = field(None, "LeaP: cap on a path's total generated tokens", ge=1)
     tags: str = field("comment", "LeaP: tag of the peer block: comment (released code) or peer_summary (paper)",
                       choices=("comment", "peer_summary"))
     leap_t: bool = field(False, "LeaP-T: the model decides when to <summarize> (for models fine-tuned on the format)")
+    prompt: str | None = field(None, "LeaP: the question prompt: leap (the protocol announcement and an assistant "
+                                     "pre-fill) or plain (step by step only; the loop still asks for summaries and "
+                                     "injects peers); default leap, plain with --leap-t", choices=PROMPTS)
+    leap_control: str | None = field(None, "LeaP control at LeaP's budget: no-peers (paths summarize, every one gets "
+                                           "the no-comments block) or no-summaries (nothing is appended between "
+                                           "rounds; a summary's tokens go to the next round); default: LeaP itself",
+                                     choices=CONTROLS)
 
 
 RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match",
@@ -174,6 +182,10 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     model and every question's prompt length. Only then does --overwrite delete the old results.
     """
     check(cfg)
+    if cfg.method == "leap":
+        leap_options(cfg)  # options that do not go together are refused before anything runs
+    elif cfg.prompt or cfg.leap_control:
+        raise ConfigError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
     if cfg.method == "greedy":
         cfg.paths, cfg.temperature = 1, 0.0
     budget.resolve(cfg, log)
@@ -312,29 +324,55 @@ def _method(cfg: RunConfig):
         return (lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens),
                 question_prompt)
     if cfg.method == "leap":
-        from .leap import LeapOptions, question_prompt as leap_prompt, solve as leap_solve
+        from .leap import question_prompt as leap_prompt, solve as leap_solve
         from .routing import get_similarity
 
-        opts = LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
-                           summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
-                           comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
-                           token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t)
+        opts = leap_options(cfg)
         sim = get_similarity(cfg.similarity)
         return (lambda probs, store, c, render, seed: leap_solve(probs, store, c, render, seed, opts, sim),
                 lambda p, render: leap_prompt(p, opts, render))
     raise ValueError(f"unknown method {cfg.method!r}; choose one of {METHODS}")
 
 
+def leap_options(cfg: RunConfig) -> LeapOptions:
+    """The LeaP options of a run (ValueError when they do not go together, e.g. --leap-t --prompt leap)."""
+    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
+                       summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
+                       comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
+                       token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,
+                       control=cfg.leap_control)
+
+
+def method_label(summary: dict) -> str:
+    """The method column of a run: its method, and for LeaP what sets the run apart from LeaP itself.
+
+    >>> method_label({"method": "leap", "config": {"leap_control": "no-peers", "prompt": "plain"}})
+    'leap (no-peers, plain prompt)'
+    >>> method_label({"method": "leap", "config": {"leap_t": True, "comm_rounds": []}})
+    'leap-t (comm rounds none)'
+    """
+    c = summary.get("config") or {}
+    if summary["method"] != "leap":
+        return summary["method"]
+    marks = [c["leap_control"]] if c.get("leap_control") else []
+    if c.get("prompt") == "plain" and not c.get("leap_t"):
+        marks.append("plain prompt")
+    if c.get("comm_rounds") is not None:
+        marks.append("comm rounds " + (",".join(map(str, c["comm_rounds"])) or "none"))
+    return ("leap-t" if c.get("leap_t") else "leap") + (f" ({', '.join(marks)})" if marks else "")
+
+
 def format_table(summaries: list[dict]) -> str:
     """A Markdown table of run summaries side by side: every accuracy with the generated tokens it cost
-    (per path for pass@1, per question for cons@N) and the per-path budget."""
+    (per path for pass@1, per question for cons@N) and the per-path budget. The method column names
+    LeaP's variants and controls (`method_label`)."""
     head = ("| method | task | N | questions | pass@1 | tokens/path | cons@N | tokens/question | budget/path | "
             "wall s | tokens/s |")
     lines = [head, "|" + "---|" * 11]
     for s in summaries:
         per_path = s["tokens_per_question"] / max(s["paths"], 1)
         b = s.get("path_budget")
-        lines.append(f"| {s['method']} | {s['task']} | {s['paths']} | {s['questions']} | {s['pass_at_1']:.3f} | "
+        lines.append(f"| {method_label(s)} | {s['task']} | {s['paths']} | {s['questions']} | {s['pass_at_1']:.3f} | "
                      f"{per_path:.0f} | {s['cons_at_n']:.3f} | {s['tokens_per_question']:.0f} | "
                      f"{'-' if b is None else b} | {s['wall_seconds']:.1f} | {s['tokens_per_second']:.1f} |")
     return "\n".join(lines)

@@ -283,7 +283,7 @@ class Service:
                                         summary_tokens=s.summary_tokens, answer_tokens=s.answer_tokens,
                                         comm_rounds=s.comm_rounds, token_budget=s.max_tokens, tags=s.tags,
                                         leap_t=s.leap_t)
-                on_round = lambda r, active: self._on_round(jobs, store, prefixes, s, r)  # noqa: E731
+                on_round = lambda r, state: self._on_round(jobs, store, state, s, r)  # noqa: E731
                 traces = leap.solve(problems, store, cfg, render, seed, opts, self.similarity, on_round=on_round)
             else:
                 traces = independent.solve(problems, store, cfg, render, seed)
@@ -298,16 +298,16 @@ class Service:
                 self.tokens += ans["usage"]["completion_tokens"]
             j.emit("done", ans)
 
-    def _on_round(self, jobs: list[Job], store: PathStore, prefixes: list[str], s: Settings, r: int) -> None:
+    def _on_round(self, jobs: list[Job], store: PathStore, state: leap.LeapState, s: Settings, r: int) -> None:
         """A "round" event per request: every path's latest summary and current answer."""
         tags = TAG_SETS[s.tags]
         for q, j in enumerate(jobs):
             paths = []
-            for n in range(s.paths):
-                text = store.text(q * s.paths + n)[len(prefixes[q]):]
+            for p in state.of(q):  # the paths of request q, with their store ids
+                text = store.text(p.id)[len(p.trace.prompt):]
                 k = text.rfind(tags.open_summary)
                 summary = text[k + len(tags.open_summary):].split(tags.close_summary)[0].strip() if k >= 0 else None
-                paths.append({"index": n, "summary": summary, "answer": extract_answer(own_text(text, tags))})
+                paths.append({"index": p.index, "summary": summary, "answer": extract_answer(own_text(text, tags))})
             j.emit("round", {"round": r, "paths": paths})
 
     def answer(self, req: Request, traces: list[PathTrace], batch: dict) -> dict[str, Any]:
