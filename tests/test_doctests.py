@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["crosspath.backends.base", "crosspath.infer.routing", "crosspath.infer.leap", "crosspath.tasks",
+MODULES = ["crosspath.backends.base", "crosspath.backends.vllm", "crosspath.infer.routing", "crosspath.infer.leap", "crosspath.tasks",
            "crosspath.tasks.metrics", "crosspath.tasks.grading", "crosspath.train.grpo", "crosspath.train.m3po"]
 
 

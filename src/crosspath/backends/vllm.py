@@ -188,8 +188,9 @@ class VLLMGenerator:
 
     `tokenizer`: the Hugging Face tokenizer that encodes prompts (default: the engine's own).
     `enforce_eager`: None = on for the CPU engine (it starts faster), off on GPUs (CUDA graphs).
-    `cpu_kvcache_gib`: KV-cache GiB of the CPU engine; sets VLLM_CPU_KVCACHE_SPACE unless the
-    environment already has it (ignored on GPUs, where `gpu_memory_utilization` sizes the cache).
+    `cpu_kvcache_gib`: KV-cache GiB of the CPU engine (default 2; vllm-cpu does not start without a
+    small value); sets VLLM_CPU_KVCACHE_SPACE unless the environment already has it. Ignored on
+    GPUs, where `gpu_memory_utilization` sizes the cache.
     """
 
     def __init__(
@@ -202,7 +203,7 @@ class VLLMGenerator:
         gpu_memory_utilization: float = 0.9,
         tensor_parallel_size: int = 1,
         enforce_eager: bool | None = None,
-        cpu_kvcache_gib: int | None = None,
+        cpu_kvcache_gib: int | None = 2,
         seed: int = 0,
         shared: bool = False,
         **llm_kwargs: Any,  # anything else `vllm.LLM` takes (tokenizer_mode, quantization, ...)
