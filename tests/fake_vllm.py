@@ -39,7 +39,7 @@ def install(monkeypatch, calls: dict, tokenizer=None, cpu: bool = False, broken:
             calls["llm"].append(kw)
             dtype = torch.bfloat16 if kw.get("dtype", "auto") == "auto" else getattr(torch, kw["dtype"])
             self.tok = tokenizer
-            core = SimpleNamespace(shutdown=lambda: calls["shutdown"].append(kw["model"]))
+            core = SimpleNamespace(shutdown=lambda timeout=None: calls["shutdown"].append(kw["model"]))
             self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(dtype=dtype), engine_core=core)
 
         def get_tokenizer(self):

@@ -39,6 +39,7 @@ INSTALL_HINT = (
     "`pip uninstall torchvision torchaudio torchcodec`; see docs/backends.md)"
 )
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for max_lora_rank
+SHUTDOWN_S = 30.0  # seconds an engine's processes get to exit cleanly when it is closed
 CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB of KV cache of the CPU engine (it fails to start when unset)
 
 
@@ -157,10 +158,14 @@ _ENGINES: dict[str, Any] = {}  # engine options (JSON) -> vllm.LLM, shared by th
 
 
 def _shutdown(llm: Any) -> None:
-    """Stop an engine's worker processes now (vLLM 0.8-0.32: the engine core client's shutdown)."""
+    """Stop an engine's processes now (the engine core client's shutdown), giving them up to
+    SHUTDOWN_S to exit on their own: vLLM's default of 5 s force-kills a CPU engine on a busy machine."""
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and callable(getattr(core, "shutdown", None)):
-        core.shutdown()
+        try:
+            core.shutdown(timeout=SHUTDOWN_S)
+        except TypeError:  # vLLM versions whose shutdown takes no timeout
+            core.shutdown()
 
 
 def close_engines() -> None:
