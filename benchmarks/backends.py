@@ -3,6 +3,7 @@
     .venv-vllm/bin/python benchmarks/backends.py [--model smollm2-135m] [--task rg:chain_sum]
         [--questions 4] [--paths 4] [--rounds 2] [--round-tokens 64] [--summary-tokens 16]
         [--answer-tokens 16] [--dtype float32] [--threads N] [--hf-reencode] [--no-enforce-eager]
+    .venv-vllm/bin/python benchmarks/backends.py --table     # the table again, from the last run's files
 
 Run it in the vLLM venv (`make setup-vllm`): it needs both backends in one environment.
 
@@ -17,11 +18,14 @@ Rows, all on the same model, questions, prompts and dtype, temperature 0:
 Independent sampling gets LeaP's worst-case per-path budget (R*T + (R-1)*S + A), so both methods
 may write as much. Columns: start-up (load the model / start the engine, seconds), generated tokens,
 wall seconds of the solve (the runner's clock: grading excluded), tokens/s, and how many paths'
-extracted answers and whole texts equal the hf row's (same method).
+extracted answers and whole texts equal the reference row's (same method): hf for independent
+sampling, hf-reencode for LeaP when it ran (the same token ids as vLLM), else hf; the last column
+compares texts with the hf row.
 
 Why texts can differ under greedy decoding: float rounding in near-ties (different kernels), and,
 for LeaP on hf with sessions, text appended to a path (summary prompts, peer blocks) is tokenized
-piece by piece while vLLM re-encodes the whole text: compare vllm with hf-reencode for LeaP.
+piece by piece while vLLM re-encodes the whole text; so LeaP on hf (sessions) may write other
+summaries than LeaP on vLLM even when each token step agrees.
 
 Each backend is warmed up with one tiny call before its runs. vLLM's engine runs in worker
 processes, so only wall time is comparable (this process's CPU time would miss the engine's). The
@@ -31,6 +35,7 @@ load average is printed before and after: on a shared machine report it with the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -64,6 +69,7 @@ def configs(a, backend: str, name: str | None = None, **kw):
 
 
 def paths_of(summary: dict) -> list[dict]:
+    """Every path of a run, question by question (the runner's order)."""
     from crosspath.infer.runner import read_results
 
     return [p for r in read_results(Path(summary["out"]) / "results.jsonl") for p in r["paths"]]
@@ -86,7 +92,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="hf: torch threads (0: torch's default)")
     ap.add_argument("--hf-reencode", action="store_true", help="add an hf LeaP row with kv_reuse off")
     ap.add_argument("--root", default=ROOT)
+    ap.add_argument("--table", action="store_true", help="print the table of the last run in --root and exit")
     a = ap.parse_args()
+    if a.table:
+        return print_table(json.loads((Path(a.root) / "rows.json").read_text()))
 
     import torch
 
@@ -117,8 +126,8 @@ def main() -> None:
         gen.generate(["warm-up"], warm)
         for i, m in enumerate(methods):
             s = run(cfgs[m], generator=gen, problems=problems, progress=False)
-            rows.append(dict(backend=name or backend, method=m, startup=startup if i == 0 else None, summary=s,
-                             dtype=getattr(gen, "dtype", "?")))
+            rows.append(dict(backend=name or backend, method=m, startup=startup if i == 0 else None, out=s["out"],
+                             dtype=getattr(gen, "dtype", "?"), paths=a.paths))
             print(f"  {name or backend} {m}: {s['tokens']} tokens in {s['wall_seconds']:.1f} s", flush=True)
         return gen
 
@@ -127,19 +136,27 @@ def main() -> None:
         backend_rows("hf", "hf-reencode", methods=("leap",), kv_reuse=False)
     backend_rows("vllm")
 
-    ref = {(r["backend"], r["method"]): paths_of(r["summary"]) for r in rows}
     print(f"after: {load()}\n")
-    print("| backend | dtype | method | start-up s | questions x paths | tokens | wall s | tokens/s | "
-          "answers = hf | texts = hf |")
-    print("|" + "---|" * 10)
+    (Path(a.root) / "rows.json").write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    summaries = {(r["backend"], r["method"]): json.loads((Path(r["out"]) / "summary.json").read_text()) for r in rows}
+    texts = {key: paths_of(s) for key, s in summaries.items()}
+    print("| backend | dtype | method | start-up s | questions x paths | tokens | wall s | tokens/s | reference | "
+          "answers = reference | texts = reference | texts = hf |")
+    print("|" + "---|" * 12)
     for r in rows:
-        s, mine, base = r["summary"], ref[(r["backend"], r["method"])], ref[("hf", r["method"])]
-        same_answer = sum(x["answer"] == y["answer"] for x, y in zip(mine, base))
-        same_text = sum(x["text"] == y["text"] for x, y in zip(mine, base))
+        key = (r["backend"], r["method"])
+        s, mine = summaries[key], texts[key]
+        ref = "hf-reencode" if r["method"] == "leap" and ("hf-reencode", "leap") in texts else "hf"
+        base, hf = texts[(ref, r["method"])], texts[("hf", r["method"])]
+        same = lambda field, other: sum(x[field] == y[field] for x, y in zip(mine, other))  # noqa: E731
         start = f"{r['startup']:.1f}" if r["startup"] is not None else ""
-        print(f"| {r['backend']} | {r['dtype']} | {r['method']} | {start} | {s['questions']} x {a.paths} | "
-              f"{s['tokens']} | {s['wall_seconds']:.1f} | {s['tokens'] / max(s['wall_seconds'], 1e-9):.1f} | "
-              f"{same_answer}/{len(base)} | {same_text}/{len(base)} |")
+        print(f"| {r['backend']} | {r['dtype']} | {r['method']} | {start} | {s['questions']} x {r['paths']} | "
+              f"{s['tokens']} | {s['wall_seconds']:.1f} | {s['tokens'] / max(s['wall_seconds'], 1e-9):.1f} | {ref} | "
+              f"{same('answer', base)}/{len(base)} | {same('text', base)}/{len(base)} | {same('text', hf)}/{len(hf)} |")
 
 
 if __name__ == "__main__":  # vLLM starts worker processes: keep everything under the guard
