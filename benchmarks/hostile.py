@@ -339,7 +339,7 @@ def main() -> int:
 
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="hostile-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}\ncommand: python benchmarks/hostile.py {' '.join(sys.argv[1:])}\n")
+    print(f"machine: {machine()}\ncommand: python benchmarks/hostile.py {' '.join(sys.argv[1:])}\n($TMP below: the probes' folder)\n")
     rows = []
     for name, fn in PROBES.items():
         if args.only and name not in args.only:
@@ -352,8 +352,8 @@ def main() -> int:
         for r in got:
             print(f"  {'ok ' if r[3] else 'FAIL'} {r[0]}", file=sys.stderr, flush=True)
     print("| probe | expected | observed | pass |\n|---|---|---|---|")
-    for probe, expected, observed, ok in rows:
-        print(f"| {probe} | {expected} | {observed} | {'yes' if ok else '**no**'} |")
+    for probe, expected, observed, ok in rows:  # the probes' folder is shown as $TMP: no path of this machine
+        print(f"| {probe} | {expected} | {str(observed).replace(str(tmp), '$TMP')} | {'yes' if ok else '**no**'} |")
     print(f"\n{sum(r[3] for r in rows)} of {len(rows)} probes pass")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
