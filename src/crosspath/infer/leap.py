@@ -326,6 +326,7 @@ def final_traces(state: LeapState, store: PathStore, opts: LeapOptions) -> list[
     for p in state.paths:
         p.trace.text = store.text(p.id)[len(p.trace.prompt):]
         p.trace.own_text = own_text(p.trace.text, tags)
+        p.trace.confidence = store.confidences(p.id)
     return [[p.trace for p in state.of(q)] for q in range(len(state.problems))]
 
 
