@@ -81,3 +81,15 @@ def test_deepconf_refuses_a_backend_without_logprobs(tmp_path, tiny_gen):
         run(_cfg(tmp_path, method="deepconf", paths=5), generator=NoLogprobs(), progress=False)
     with pytest.raises(ConfigError, match="more --paths"):
         run(_cfg(tmp_path, method="deepconf", paths=4, warmup_paths=4), generator=tiny_gen, progress=False)
+
+
+def test_compare_shows_every_aggregator_recomputed_from_results(tmp_path, tiny_gen):
+    from crosspath.infer.analysis import compare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(_cfg(tmp_path, out=str(a)), generator=tiny_gen, progress=False)
+    run(_cfg(tmp_path, out=str(b), method="deepconf", deepconf_mode="offline"), generator=tiny_gen, progress=False)
+    text = compare([str(a), str(b)])
+    assert "| method | majority | conf_weighted | top10_conf | top90_conf | longest | pass@k:k=1&n=N | maj@N |" in text
+    ind, dc = [ln for ln in text.splitlines() if ln.startswith("| independent |") or ln.startswith("| deepconf (")][-2:]
+    assert ind.split(" | ")[2] == "-" and dc.split(" | ")[2] != "-"  # no confidence recorded, then recorded

@@ -415,6 +415,12 @@ def method_label(summary: dict) -> str:
     'leap-t (comm rounds none)'
     """
     c = summary.get("config") or {}
+    if summary["method"] == "deepconf":
+        return f"deepconf ({c.get('deepconf_mode', 'online')}, eta {c.get('conf_eta', 90)})"
+    if summary["method"] == "pacore":
+        return "pacore (" + "-".join(map(str, c.get("paths_per_round") or [c.get("paths", "N"), 1])) + ")"
+    if summary["method"] == "moa":
+        return f"moa ({c.get('moa_layers', 2)} layers)"
     if summary["method"] != "leap":
         return summary["method"]
     marks = [c["leap_control"]] if c.get("leap_control") else []
