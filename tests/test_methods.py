@@ -93,3 +93,16 @@ def test_compare_shows_every_aggregator_recomputed_from_results(tmp_path, tiny_g
     assert "| method | majority | conf_weighted | top10_conf | top90_conf | longest | pass@k:k=1&n=N | maj@N |" in text
     ind, dc = [ln for ln in text.splitlines() if ln.startswith("| independent |") or ln.startswith("| deepconf (")][-2:]
     assert ind.split(" | ")[2] == "-" and dc.split(" | ")[2] != "-"  # no confidence recorded, then recorded
+
+
+def test_cli_runs_pacore_and_deepconf(tmp_path, capsys):
+    from crosspath.cli import main
+
+    base = ["run", "--model", "tiny-random", "--task", "demo", "--limit", "1", "--max-tokens", "4",
+            "--answer-tokens", "2"]
+    assert main(base + ["--method", "pacore", "--paths-per-round", "2", "1", "--out", str(tmp_path / "p")]) == 0
+    assert main(base + ["--method", "deepconf", "--paths", "3", "--warmup-paths", "2", "--conf-eta", "10",
+                        "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "| pacore (2-1) | demo | 1 | 1 |" in out and "| deepconf (online, eta 10) |" in out
+    assert main(base + ["--paths-per-round", "2", "--out", str(tmp_path / "x")]) != 0  # not an independent option
