@@ -113,3 +113,70 @@ def test_openai_top_logprobs_are_requested_and_parsed():
     assert gen._completion(choice, 2, params).top_logprobs == [[-0.1, -2.0, -3.0], [-0.2, -1.0, -4.0]]
     with pytest.raises(BackendError, match="no top-3 log-probs"):
         gen._completion({"text": "ab", "finish_reason": "length", "logprobs": None}, 2, params)
+
+
+# ---- DeepConf inside LeaP -----------------------------------------------------------------------------
+def leap_reply(n, params, prompt):
+    """Path n writes tokens of confidence n + 1 everywhere (reasoning, summaries, forced answers)."""
+    c = float(n + 1)
+    if "</summarize>" in params.stop:
+        return Completion(f"path {n} got 2.</summarize>", [1] * 2, "stop", "</summarize>", top_logprobs=[[-c]] * 2)
+    if prompt.endswith("\\boxed{"):
+        return Completion("2}", [1], "length", top_logprobs=[[-c]])
+    k = params.max_tokens
+    return Completion(f"path {n} works.\n\nhalf", [1] * k, "length", top_logprobs=[[-c]] * k)
+
+
+class LeapScript:
+    top_logprobs = True
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts_, params):
+        paths = [int(p.split("PATH=")[1][0]) for p in prompts_]
+        self.calls.append((params.max_tokens, paths))
+        return [leap_reply(n, params, p) for n, p in zip(paths, prompts_)]
+
+
+def _leap_store(gen, paths=3):
+    store, add, count = PathStore(gen, top_logprobs=1), PathStore.add, [0]
+
+    def tagged(prompt):
+        count[0] += 1
+        return add(store, prompt + f"PATH={(count[0] - 1) % paths}")
+
+    store.add = tagged
+    return store
+
+
+def test_leap_conf_stop_and_confident_router():
+    from crosspath.infer import leap
+
+    cfg = SimpleNamespace(paths=3, temperature=0.6, top_p=0.95, sample_top_k=0, min_p=0.0)
+    opts = leap.LeapOptions(rounds=3, round_tokens=4, summary_tokens=2, answer_tokens=1, top_k=1,
+                            router="confident", conf_stop=True, conf_window=2, conf_eta=90)
+    gen = LeapScript()
+    p0, p1, p2 = leap.solve([Q], _leap_store(gen), cfg, render, seed=0, opts=opts)[0]
+    # round 0: confidences 1, 2, 3 -> threshold = 10th percentile = 1.2: path 0 stops, and leaves the pool
+    assert p0.finish == "confidence" and p0.extra == {"vote": False, "conf_threshold": 1.2, "early_stop": 4}
+    assert p0.tokens == 4 and len(p0.rounds) == 1 and "summary" not in p0.rounds[0]
+    assert [c[1] for c in gen.calls] == [[0, 1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2]]
+    # the confident router: each of the two left gets the other (path 0 is gone)
+    assert p1.rounds[0]["peers"] == [{"peer": 2, "similarity": 3.0}]
+    assert p2.rounds[0]["peers"] == [{"peer": 1, "similarity": 2.0}]
+    assert p1.rounds[0]["confidence"] == 2.0 and p2.finish == "forced"
+
+
+def test_leap_conf_options_need_a_logprob_backend_and_method_leap(tmp_path, tiny_gen):
+    from crosspath.config import ConfigError
+    from crosspath.infer.runner import RunConfig, read_results, run
+
+    base = dict(model="tiny-random", task="demo", limit=1, paths=3, rounds=2, round_tokens=4, summary_tokens=2,
+                answer_tokens=2, top_k=1, out=str(tmp_path / "r"))
+    with pytest.raises(ConfigError, match="options of --method leap"):
+        run(RunConfig(**{**base, "method": "independent", "leap_conf_stop": True}), generator=tiny_gen, progress=False)
+    s = run(RunConfig(**{**base, "method": "leap", "leap_conf_stop": True, "router": "confident", "conf_window": 2}),
+            generator=tiny_gen, progress=False)
+    (row,) = read_results(tmp_path / "r" / "results.jsonl")
+    assert all("confidence" in p for p in row["paths"]) and "conf_weighted" in s["aggregates"]

@@ -72,8 +72,9 @@ class RunConfig:
     rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last", ge=1)
     round_tokens: int = field(512, "LeaP: T, new tokens per round", ge=1)
     top_k: int = field(2, "LeaP: k, peers' summaries each path receives", ge=0)
-    router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all",
-                        choices=("dispersed", "clustered", "hybrid", "random", "all"))
+    router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all | confident (the k most "
+                                     "confident peers; records token confidence)",
+                        choices=("dispersed", "clustered", "hybrid", "random", "all", "confident"))
     similarity: str = field("levenshtein", "LeaP: summary similarity: levenshtein (paper) or semantic (MiniLM)",
                             choices=("levenshtein", "semantic"))
     summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)", ge=1)
@@ -106,6 +107,9 @@ class RunConfig:
     warmup_paths: int = field(4, "DeepConf online: warm-up paths per question that set the threshold (paper 16)",
                               ge=1)
     conf_check_tokens: int = field(32, "DeepConf online: tokens generated between two confidence checks", ge=1)
+    leap_conf_stop: bool = field(False, "LeaP + DeepConf: round 0 sets a confidence threshold (--conf-eta, "
+                                        "--conf-window); paths below it stop at later round boundaries and leave "
+                                        "the pool of peers (records token confidence)")
     # PaCoRe and Mixture-of-Agents
     paths_per_round: list[int] | None = field(None, "PaCoRe: paths of each round, the graded last one included, "
                                                     "e.g. 8 4 (default: --paths, then 1)", nargs="+", ge=1)
@@ -214,7 +218,8 @@ def headline(cfg: RunConfig) -> str:
 
 
 def records_confidence(cfg: RunConfig) -> bool:
-    return cfg.confidence or cfg.method == "deepconf"
+    return (cfg.confidence or cfg.method == "deepconf"
+            or (cfg.method == "leap" and (cfg.leap_conf_stop or cfg.router == "confident")))
 
 
 def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
@@ -229,6 +234,8 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
         leap_options(cfg)  # options that do not go together are refused before anything runs
     elif cfg.prompt or cfg.leap_control:
         raise ConfigError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
+    if (cfg.leap_conf_stop or cfg.router == "confident") and cfg.method != "leap":
+        raise ConfigError(f"--leap-conf-stop and --router confident are options of --method leap, not {cfg.method}")
     if cfg.paths_per_round and cfg.method != "pacore":
         raise ConfigError(f"--paths-per-round is an option of --method pacore, not {cfg.method}")
     if cfg.method == "deepconf" and cfg.deepconf_mode == "online" and cfg.warmup_paths >= cfg.paths:
@@ -403,7 +410,8 @@ def leap_options(cfg: RunConfig) -> LeapOptions:
                        summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
                        comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
                        token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,
-                       control=cfg.leap_control)
+                       control=cfg.leap_control, conf_stop=cfg.leap_conf_stop, conf_window=cfg.conf_window,
+                       conf_eta=cfg.conf_eta)
 
 
 def method_label(summary: dict) -> str:
@@ -426,6 +434,10 @@ def method_label(summary: dict) -> str:
     marks = [c["leap_control"]] if c.get("leap_control") else []
     if c.get("prompt") == "plain" and not c.get("leap_t"):
         marks.append("plain prompt")
+    if c.get("leap_conf_stop"):
+        marks.append(f"conf-stop eta {c.get('conf_eta', 90)}")
+    if c.get("router") == "confident":
+        marks.append("confident router")
     if c.get("comm_rounds") is not None:
         marks.append("comm rounds " + (",".join(map(str, c["comm_rounds"])) or "none"))
     return ("leap-t" if c.get("leap_t") else "leap") + (f" ({', '.join(marks)})" if marks else "")
