@@ -12,6 +12,8 @@ Every configuration may generate at most N x P tokens per question, P = max_toke
                      top90_conf (DeepConf-high offline), longest (complexity-based consistency)
     leap             N paths, dispersed router, R rounds of T = (P - A - (R-1) S) / R: LeaP's per-path
                      budget is P
+    leap-conf        LeaP + DeepConf: the confident router, and low-confidence paths stop at round
+                     boundaries (round 0 sets the threshold, eta 90)
     pacore           rounds of N/2 and N/2 paths (the second reads the first's messages), same P
     deepconf-high    online, eta 90: N/2 warm-up paths set the threshold, the other N/2 may stop early
     deepconf-low     online, eta 10
@@ -47,6 +49,8 @@ def configs(a) -> dict[str, dict]:
         "independent": dict(method="independent", confidence=True),
         "leap": dict(method="leap", router="dispersed", rounds=a.rounds, round_tokens=T, top_k=min(2, N - 1),
                      summary_tokens=a.summary_tokens, max_tokens=None),
+        "leap-conf": dict(method="leap", router="confident", leap_conf_stop=True, rounds=a.rounds, round_tokens=T,
+                          top_k=min(2, N - 1), summary_tokens=a.summary_tokens, max_tokens=None),
         "pacore": dict(method="pacore", paths_per_round=[half, N - half]),
         "deepconf-high": dict(method="deepconf", deepconf_mode="online", conf_eta=90, warmup_paths=half),
         "deepconf-low": dict(method="deepconf", deepconf_mode="online", conf_eta=10, warmup_paths=half),
@@ -83,7 +87,7 @@ def table(a) -> tuple[str, list[dict]]:
         p1 = [r["pass_at_1"] for r in rows]
         tokens = sum(r["tokens"] for r in rows)
         wall = sum(r["wall_seconds"] for r in rows)
-        aggs = ["conf_weighted"] if name.startswith("deepconf") else (AGGREGATORS if name == "independent" else ["majority"])
+        aggs = ["conf_weighted"] if name.startswith("deepconf") or name == "leap-conf" else (AGGREGATORS if name == "independent" else ["majority"])
         for agg in aggs:
             acc = [float(r["aggregates"][agg]["correct"]) for r in rows if agg in r.get("aggregates", {})]
             if len(acc) != len(rows):
