@@ -180,3 +180,15 @@ def test_leap_conf_options_need_a_logprob_backend_and_method_leap(tmp_path, tiny
             generator=tiny_gen, progress=False)
     (row,) = read_results(tmp_path / "r" / "results.jsonl")
     assert all("confidence" in p for p in row["paths"]) and "conf_weighted" in s["aggregates"]
+
+
+def test_vllm_top_logprobs_are_requested_and_parsed():
+    from crosspath.backends.vllm import to_completion, to_vllm_params
+
+    assert to_vllm_params(SamplingParams(top_logprobs=20))["logprobs"] == 20
+    assert to_vllm_params(SamplingParams(logprobs=True))["logprobs"] == 0
+    lp = lambda x: SimpleNamespace(logprob=x)  # noqa: E731
+    out = SimpleNamespace(text="x", token_ids=[7], finish_reason="length", stop_reason=None,
+                          logprobs=[{7: lp(-3.0), 3: lp(-0.1), 9: lp(-0.5)}])  # the sampled token comes on top
+    c = to_completion(out, (), top_k=2)
+    assert c.top_logprobs == [[-0.1, -0.5]] and c.logprobs == [-3.0]
