@@ -46,7 +46,7 @@ def final_answer_line(text: str) -> str:
 
 
 def message(text: str, max_chars: int) -> str:
-    """A path's message: the text after its last </think>, or its final answer line when it has no
+    r"""A path's message: the text after its last </think>, or its final answer line when it has no
     thinking tag; at most its last `max_chars` characters.
 
     >>> message("<think>long work</think>The answer is \\boxed{4}.", 100)
