@@ -10,6 +10,7 @@ MODULES = ["crosspath.backends.base", "crosspath.backends.vllm", "crosspath.infe
            "crosspath.tasks.hub", "crosspath.tasks.datasets", "crosspath.tasks.metrics", "crosspath.tasks.grading",
            "crosspath.tasks.rg_scoring", "crosspath.train.grpo", "crosspath.train.m3po", "crosspath.config",
            "crosspath.rundir", "crosspath.serve.protocol", "crosspath.report.rows", "crosspath.report.markup"]
+MODULES += ["crosspath.infer.aggregate", "crosspath.infer.deepconf", "crosspath.infer.pacore", "crosspath.infer.moa"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="LeaP influence analysis of a run directory")
     a.add_argument("run", help="run directory")
     a.set_defaults(func=_cmd_analyze)
-    c = sub.add_parser("compare", help="put runs side by side (pass@1, cons@N, tokens, wall time)")
+    c = sub.add_parser("compare", help="put runs side by side (pass@1, cons@N, every aggregator, tokens, wall time)")
     c.add_argument("runs", nargs="+", help="run directories")
     c.set_defaults(func=_cmd_compare)
     m = sub.add_parser("models", help="list known model names")

@@ -30,6 +30,7 @@ class SamplingParams:
     seed: int | None = None  # per-request seed; request i of a call uses seed + i
     n: int = 1  # completions per prompt (returned prompt-major: p0c0, p0c1, ..., p1c0, ...)
     logprobs: bool = False  # return the log-prob of each sampled token
+    top_logprobs: int = 0  # k > 0: also the log-probs of the k most likely tokens at each position (DeepConf)
 
     def with_(self, **kw) -> "SamplingParams":
         if "stop" in kw and kw["stop"] is not None:
@@ -44,6 +45,7 @@ class Completion:
     finish_reason: str = "length"  # "stop" (stop string or EOS) | "length"
     stop: str | None = None  # the stop string hit; None for EOS or length
     logprobs: list[float] | None = None
+    top_logprobs: list[list[float]] | None = None  # per generated token, the k largest log-probs, largest first
 
     @property
     def num_tokens(self) -> int:

@@ -106,6 +106,8 @@ def sample(probs: torch.Tensor, generators: list[torch.Generator] | None = None)
 class HFGenerator:
     """Generator + session API over a transformers causal LM (see the module docstring)."""
 
+    top_logprobs = True  # returns SamplingParams.top_logprobs (DeepConf needs them)
+
     def __init__(self, model, tokenizer, max_batch: int = 32):
         self.model, self.tok, self.max_batch = model, tokenizer, max_batch
         self.device = next(model.parameters()).device
@@ -228,6 +230,7 @@ class HFGenerator:
         rows = list(range(B))  # batch row -> index into `paths`
         gen: list[list[int]] = [[] for _ in range(B)]
         lps: list[list[float]] = [[] for _ in range(B)]
+        tops: list[list[list[float]]] = [[] for _ in range(B)]  # per token: the k largest log-probs
         results: list[Completion | None] = [None] * B
         next_pos = pos[:, -1] + 1  # [B]
         # paths that start from nothing with the same text (a question's N paths) share one prefill
@@ -252,12 +255,16 @@ class HFGenerator:
             tok = cand.gather(-1, pick[:, None]).squeeze(-1)  # [b]
             if params.logprobs:
                 lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1).tolist()
+            if params.top_logprobs:  # the model's own distribution (before temperature/top-p), as vLLM returns
+                top = torch.log_softmax(logits, -1).topk(params.top_logprobs, dim=-1).values.tolist()  # [b, k]
             tok_l = tok.tolist()
             done_rows = []
             for r, i in enumerate(rows):
                 gen[i].append(tok_l[r])
                 if params.logprobs:
                     lps[i].append(lp[r])
+                if params.top_logprobs:
+                    tops[i].append(top[r])
                 finish = None
                 if tok_l[r] in self.eos_ids:
                     finish = "stop"
@@ -269,7 +276,8 @@ class HFGenerator:
                     finish = "length"
                 if finish:
                     done_rows.append(r)
-                    results[i] = self._finish(paths[i], gen[i], fed[i], ends[i], cache, mask, r, params, lps[i])
+                    results[i] = self._finish(paths[i], gen[i], fed[i], ends[i], cache, mask, r, params, lps[i],
+                                              tops[i])
             if done_rows:
                 keep = [r for r in range(len(rows)) if r not in done_rows]
                 if not keep:
@@ -289,7 +297,7 @@ class HFGenerator:
         return results  # type: ignore[return-value]
 
     def _finish(self, p: _Path, gen: list[int], fed: list[int], ends: list[int], cache, mask, row: int,
-                params: SamplingParams, lps: list[float]) -> Completion:
+                params: SamplingParams, lps: list[float], tops: list[list[float]] | None = None) -> Completion:
         """Cut the completion at its stop string; keep the cache of the tokens that stay in the text."""
         body = gen[:-1] if gen and gen[-1] in self.eos_ids else gen
         text = self.tok.decode(body, skip_special_tokens=True)
@@ -320,4 +328,5 @@ class HFGenerator:
         p.ids, p.ends = fed[:keep], all_ends[:keep]
         p.text += text
         return Completion(text=text, token_ids=list(gen), finish_reason=reason, stop=hit,
-                          logprobs=list(lps) if params.logprobs else None)
+                          logprobs=list(lps) if params.logprobs else None,
+                          top_logprobs=list(tops or []) if params.top_logprobs else None)

@@ -99,6 +99,8 @@ class OpenAIGenerator:
     >>> gen.generate(["2+2="], SamplingParams(max_tokens=8, stop=("\\n",)))  # doctest: +SKIP
     """
 
+    top_logprobs = True  # returns SamplingParams.top_logprobs (refuses a server that sends none)
+
     def __init__(
         self,
         base_urls: str | Sequence[str],
@@ -200,8 +202,9 @@ class OpenAIGenerator:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed + index
-        if params.logprobs:
-            body["logprobs"] = 1  # the sampled token's log-prob (+1 top; 0 means none on llama.cpp)
+        if params.logprobs or params.top_logprobs:
+            # the sampled token's log-prob and the k most likely tokens' (1 at least; 0 means none on llama.cpp)
+            body["logprobs"] = max(1, params.top_logprobs)
         if self.request_token_ids:
             body["return_token_ids"] = True
         if self.add_special_tokens is not None:
@@ -286,6 +289,13 @@ class OpenAIGenerator:
         lp = choice.get("logprobs")
         if params.logprobs and isinstance(lp, dict) and isinstance(lp.get("token_logprobs"), list):
             logprobs = [float(x) if x is not None else 0.0 for x in lp["token_logprobs"]]
+        top = None
+        if params.top_logprobs:  # [{token: logprob, ...} per position]; a server that sends none is refused
+            rows = lp.get("top_logprobs") if isinstance(lp, dict) else None
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and r for r in rows):
+                raise BackendError(f"the server returned no top-{params.top_logprobs} log-probs (the `logprobs` "
+                                   "field of /v1/completions); DeepConf's token confidence needs them")
+            top = [sorted(map(float, r.values()), reverse=True)[: params.top_logprobs] for r in rows]
 
         ids = choice.get("token_ids")
         if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
@@ -296,7 +306,8 @@ class OpenAIGenerator:
             token_ids = [-1] * len(logprobs)
         else:
             token_ids = [-1] * (count or 0)
-        return Completion(text=text, token_ids=token_ids, finish_reason=finish, stop=stop, logprobs=logprobs)
+        return Completion(text=text, token_ids=token_ids, finish_reason=finish, stop=stop, logprobs=logprobs,
+                          top_logprobs=top)
 
 
 def _split(total: Any, texts: list[str]) -> list[int | None]:

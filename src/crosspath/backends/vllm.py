@@ -81,23 +81,28 @@ def to_vllm_params(params: SamplingParams, index: int = 0) -> dict[str, Any]:
         "seed": None if params.seed is None else params.seed + index,
         "stop": list(params.stop),
         "include_stop_str_in_output": True,  # text ends with the stop string it hit
-        "logprobs": 0 if params.logprobs else None,  # 0: only the sampled token's log-prob
+        # 0: only the sampled token's log-prob; k: also the k most likely tokens' (DeepConf)
+        "logprobs": params.top_logprobs or (0 if params.logprobs else None),
     }
 
 
-def to_completion(output: Any, stops: Sequence[str]) -> Completion:
+def to_completion(output: Any, stops: Sequence[str], top_k: int = 0) -> Completion:
     """A vLLM `CompletionOutput` (text, token_ids, finish_reason, stop_reason, logprobs) -> Completion."""
     token_ids = list(output.token_ids)
     stop = output.stop_reason if isinstance(output.stop_reason, str) and output.stop_reason in stops else None
     logprobs = None
     if output.logprobs is not None:  # one {token_id: Logprob} per generated token
         logprobs = [float(pos[tid].logprob) for pos, tid in zip(output.logprobs, token_ids)]
+    top = None
+    if top_k and output.logprobs is not None:  # the sampled token may come on top of the k: keep the k largest
+        top = [sorted((float(v.logprob) for v in pos.values()), reverse=True)[:top_k] for pos in output.logprobs]
     return Completion(
         text=output.text,
         token_ids=token_ids,
         finish_reason="length" if output.finish_reason == "length" else "stop",
         stop=stop,
         logprobs=logprobs,
+        top_logprobs=top,
     )
 
 
@@ -198,6 +203,8 @@ class VLLMGenerator:
     GPUs, where `gpu_memory_utilization` sizes the cache.
     """
 
+    top_logprobs = True  # returns SamplingParams.top_logprobs
+
     def __init__(
         self,
         model: str,
@@ -259,7 +266,7 @@ class VLLMGenerator:
             outputs = sorted(r.outputs, key=lambda o: o.index)
             if len(outputs) != params.n:
                 raise BackendError(f"vLLM returned {len(outputs)} completions for n={params.n}")
-            out.extend(to_completion(o, params.stop) for o in outputs)
+            out.extend(to_completion(o, params.stop, params.top_logprobs) for o in outputs)
         return out
 
     def close(self) -> None:

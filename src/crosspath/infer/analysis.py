@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from .budget import budget_warning
-from .runner import format_table, read_results
+from .aggregate import AGGREGATORS, recompute
+from .runner import format_table, method_label, read_results
 
 
 def influence(rows: list[dict]) -> list[dict]:
@@ -57,11 +58,30 @@ def load_summary(run_dir: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
+def aggregator_table(run_dirs: list[str], sums: list[dict]) -> str:
+    """Every aggregator's accuracy per run, recomputed from its results.jsonl (no generation), with
+    the ecosystem keys (lighteval / lm-evaluation-harness names, standard error after +-). A run
+    without recorded confidence has '-' under the confidence aggregators."""
+    names = AGGREGATORS
+    head = "| method | " + " | ".join(names) + " | pass@k:k=1&n=N | maj@N |"
+    lines = ["Aggregators (from results.jsonl):", "", head, "|" + "---|" * (len(names) + 3)]
+    for d, s in zip(run_dirs, sums):
+        acc = recompute(read_results(Path(d) / "results.jsonl"))
+        n = s.get("paths")
+        eco = []
+        for key in (f"pass@k:k=1&n={n}", f"maj@{n}"):
+            v, se = s.get(key), s.get(f"{key}_stderr")
+            eco.append("-" if v is None else f"{v:.3f}" + ("" if se is None else f" +- {se:.3f}"))
+        cells = ["-" if acc.get(a) is None else f"{acc[a]:.3f}" for a in names]
+        lines.append(f"| {method_label(s)} | " + " | ".join(cells + eco) + " |")
+    return "\n".join(lines)
+
+
 def compare(run_dirs: list[str]) -> str:
-    """The runs side by side (each accuracy next to the tokens it cost), B - A for two runs, and a
-    warning when the per-path token budgets differ."""
+    """The runs side by side (each accuracy next to the tokens it cost), B - A for two runs, every
+    aggregator per run (`aggregator_table`), and a warning when the per-path token budgets differ."""
     sums = [load_summary(d) for d in run_dirs]
-    table = format_table(sums)
+    table = format_table(sums) + "\n\n" + aggregator_table(run_dirs, sums)
     warning = budget_warning(sums)
     if len(sums) == 2 and sums[0]["pass_at_1"] is not None:
         a, b = sums

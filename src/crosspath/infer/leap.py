@@ -3,6 +3,7 @@
     state = start(problems, store, cfg, render, seed, opts)    N paths per question, one prompt each
     for r in 0..R-1:
         reason(state, store, opts, r)                          every unfinished path writes <= T tokens
+        stop_unconfident(state, opts, r)                       conf_stop: low-confidence paths stop (DeepConf)
         said = summarize(state, store, opts, r)                 who summarizes, and what
         inject(store, route(state, said, opts, sim), opts)     each of them reads k peers' summaries
     force_answers(state, store, opts)                          "... \\boxed{" and <= A tokens
@@ -23,6 +24,11 @@ route      per question, among the unfinished paths with a summary (their latest
 inject     a <comment> block (Peer 1..k, renumbered in routing order) and a resolve sentence; a
            speaker with no peer left gets an explicit "no comments" block
 force      after the last round, unfinished paths get "... \\boxed{" and <= A more tokens
+
+DeepConf inside LeaP (off by default; needs token confidence from the backend): `conf_stop` stops
+low-confidence paths at round boundaries, round 0 setting the threshold (see `stop_unconfident`), and
+the `confident` router hands each path the summaries of its k most confident peers (confidence =
+lowest group confidence so far) instead of choosing by similarity.
 
 LeaP-T models (fine-tuned on the format) decide themselves when to summarize; only `speakers` and
 `ask_summary` differ. As every unfinished path with a summary is in the pool, a LeaP-T path that
@@ -55,6 +61,7 @@ from ..tasks.grading import extract_answer
 from ..tasks.problem import Problem
 from .paths import PathStore, PathTrace
 from .prompts import LEAP_PREFILL, TAG_SETS, final_answer, leap_prompt, peer_block, plain_prompt, summary_request
+from .aggregate import percentile, window_means
 from .routing import levenshtein_matrix, route_all
 
 THINK_END = "</think>"
@@ -76,6 +83,9 @@ class LeapOptions:
     leap_t: bool = False  # the model decides when to summarize (LeaP-T fine-tuned models)
     prompt: str | None = None  # leap (protocol + pre-fill) | plain (step by step); None: leap (LeaP-T: plain)
     control: str | None = None  # None (LeaP) | no-peers | no-summaries (see the module docstring)
+    conf_stop: bool = False  # DeepConf inside LeaP: stop low-confidence paths at round boundaries
+    conf_window: int = 128  # tokens of the sliding window of group confidence
+    conf_eta: int = 90  # percent of round 0's paths above the threshold (90: DeepConf-high)
 
     def __post_init__(self):
         if self.prompt not in (None, *PROMPTS):
@@ -99,6 +109,7 @@ class PathState:
     index: int  # its number among its question's paths (peers are named by it)
     trace: PathTrace  # what it did: rounds, tokens, how it ended (results.jsonl)
     summary: str | None = None  # its latest summary: what its peers receive
+    confidence: float | None = None  # its lowest group confidence so far (when the store records confidence)
     stop: str | None = None  # the stop string its last round ended at (LeaP-T: "<summarize>")
 
 
@@ -111,6 +122,7 @@ class LeapState:
     sample: dict  # sampling options of every call: temperature, top_p, top_k, min_p
     seed: int  # round r's calls use seed + 10_000 r (+ 5_000 for summaries); the forced answer seed + 99_999
     rng: random.Random  # the random router's
+    conf_bars: list[float] | None = None  # per question: the confidence threshold set after round 0 (conf_stop)
 
     def of(self, q: int) -> list[PathState]:
         """The paths of question q, in path order: `state.of(q)[n].id` is path n's store id."""
@@ -226,7 +238,34 @@ def reason(state: LeapState, store: PathStore, opts: LeapOptions, r: int) -> lis
     for p in active:
         text = own_text(store.text(p.id)[len(p.trace.prompt):], tags)
         p.trace.rounds[-1]["answer"] = extract_answer(text, state.problems[p.question].choices)
+        conf = store.confidences(p.id)
+        if conf is not None:
+            p.confidence = min(window_means(conf, opts.conf_window), default=0.0)
+            p.trace.rounds[-1]["confidence"] = round(p.confidence, 4)
     return active
+
+
+def stop_unconfident(state: LeapState, opts: LeapOptions, r: int) -> list[PathState]:
+    """DeepConf inside LeaP (`opts.conf_stop`), after round r's reasoning: round 0 is the warm-up,
+    its paths' lowest group confidences set each question's threshold (their (100 - eta)-th
+    percentile); then, after every round but the last, an unfinished path whose lowest group
+    confidence so far is below it stops (finish "confidence", no vote) and leaves the pool of peers.
+    A question's most confident unfinished path never stops. Returns the stopped paths."""
+    if not opts.conf_stop or r >= opts.rounds - 1:
+        return []
+    if state.conf_bars is None:
+        state.conf_bars = [percentile([p.confidence or 0.0 for p in state.of(q)], 100 - opts.conf_eta)
+                           for q in range(len(state.problems))]
+    stopped = []
+    for q in range(len(state.problems)):
+        alive = [p for p in state.of(q) if not p.trace.finished]
+        keep = max(alive, key=lambda p: p.confidence or 0.0, default=None)
+        for p in alive:
+            if p is not keep and (p.confidence or 0.0) < state.conf_bars[q]:
+                p.trace.finished, p.trace.finish = True, "confidence"
+                p.trace.extra.update(vote=False, conf_threshold=round(state.conf_bars[q], 4), early_stop=p.trace.tokens)
+                stopped.append(p)
+    return stopped
 
 
 def speakers(state: LeapState, opts: LeapOptions, r: int) -> list[PathState]:
@@ -291,6 +330,10 @@ def route(state: LeapState, receivers: list[PathState], opts: LeapOptions,
         if not mine:
             continue
         pool = [p for p in state.of(q) if p.summary is not None and not p.trace.finished]
+        if opts.router == "confident":  # the k most confident peers (ties: path order)
+            ranked = sorted(pool, key=lambda p: (-(p.confidence or 0.0), p.index))
+            routed += [(p, [(o, o.confidence or 0.0) for o in ranked if o is not p][: opts.top_k]) for p in mine]
+            continue
         local = {p.id: j for j, p in enumerate(pool)}
         chosen = route_all(similarity([p.summary for p in pool]), opts.top_k, opts.router, state.rng,
                            members=[local[p.id] for p in mine], pool=range(len(pool)))
@@ -326,6 +369,7 @@ def final_traces(state: LeapState, store: PathStore, opts: LeapOptions) -> list[
     for p in state.paths:
         p.trace.text = store.text(p.id)[len(p.trace.prompt):]
         p.trace.own_text = own_text(p.trace.text, tags)
+        p.trace.confidence = store.confidences(p.id)
     return [[p.trace for p in state.of(q)] for q in range(len(state.problems))]
 
 
@@ -339,6 +383,7 @@ def solve(problems: Sequence[Problem], store: PathStore, cfg, render: Callable[.
     for r in range(opts.rounds):
         if not reason(state, store, opts, r):
             break  # every path has finished
+        stop_unconfident(state, opts, r)
         said = summarize(state, store, opts, r)
         inject(store, route(state, said, opts, similarity), opts)
         if on_round:

@@ -129,3 +129,57 @@ def peer_block(summaries: list[str], tags: Tags) -> str:
         return f"\n\n<{tags.peers}>\n{NO_COMMENTS}\n</{tags.peers}>{RESUME_ALONE}"
     lines = "\n".join(f'Peer {i}: "{s}"' for i, s in enumerate(summaries, 1))
     return f"\n\n<{tags.peers}>\n{lines}\n</{tags.peers}>{RESOLVE}"
+
+
+# ---- PaCoRe (arXiv 2601.05593): a round reads the previous round's messages (crosspath's wording) -----
+PACORE_INTRO = "Below is a problem, followed by the conclusions that earlier attempts reached on it."
+PACORE_REFERENCE = "Attempt {i}:\n{message}"
+PACORE_CLOSE = (
+    "These attempts may be wrong or disagree. Weigh them against the problem, then solve it yourself "
+    "from the start and give your own complete solution."
+)
+
+# ---- Mixture-of-Agents (arXiv 2406.04692): an aggregator reads the previous layer's answers ----------
+MOA_INTRO = (
+    "Several assistants answered the question below. Their answers follow it. Some may contain mistakes: "
+    "judge each one critically rather than copying it, keep what is right, and write a single improved answer."
+)
+MOA_REFERENCE = "Answer {i}:\n{message}"
+
+
+def _reference_prompt(problem: Problem, messages: list[str], intro: str, item: str, close: str) -> str:
+    if not messages:
+        return plain_prompt(problem)
+    refs = "\n\n".join(item.format(i=i, message=m) for i, m in enumerate(messages, 1))
+    ask = plain_prompt(problem)[len(show_question(problem)):].strip()  # the answer-format sentence
+    parts = [intro, "Problem:\n" + show_question(problem), refs]
+    return "\n\n".join(parts + ([close] if close else []) + [ask])
+
+
+def pacore_prompt(problem: Problem, messages: list[str]) -> str:
+    """User turn of a PaCoRe round after the first: the problem, the previous round's messages
+    (Attempt 1..M), and the answer format. No messages: the plain prompt (as the paper).
+
+    >>> print(pacore_prompt(Problem("p", "1+1?", "2"), ["It is 2.", "It is 3."]))
+    Below is a problem, followed by the conclusions that earlier attempts reached on it.
+    <BLANKLINE>
+    Problem:
+    1+1?
+    <BLANKLINE>
+    Attempt 1:
+    It is 2.
+    <BLANKLINE>
+    Attempt 2:
+    It is 3.
+    <BLANKLINE>
+    These attempts may be wrong or disagree. Weigh them against the problem, then solve it yourself from the start and give your own complete solution.
+    <BLANKLINE>
+    Reason step by step, and put your final answer within \\boxed{}.
+    """
+    return _reference_prompt(problem, messages, PACORE_INTRO, PACORE_REFERENCE, PACORE_CLOSE)
+
+
+def moa_prompt(problem: Problem, answers: list[str]) -> str:
+    """User turn of a Mixture-of-Agents aggregator: the instruction, the question and the previous
+    layer's answers (Answer 1..M), then the answer format."""
+    return _reference_prompt(problem, answers, MOA_INTRO, MOA_REFERENCE, "")

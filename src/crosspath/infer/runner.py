@@ -22,10 +22,11 @@ from ..rundir import RunDirError, claim_run_dir
 from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
+from .aggregate import all_aggregates, confidence_stats, reasoning_steps
 from .leap import CONTROLS, PROMPTS, LeapOptions
 from .paths import PathStore
 
-METHODS = ("independent", "leap", "greedy")
+METHODS = ("independent", "leap", "greedy", "deepconf", "pacore", "moa")
 BACKENDS = ("hf", "openai", "vllm")
 
 
@@ -81,8 +82,9 @@ class RunConfig:
     rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last", ge=1)
     round_tokens: int = field(512, "LeaP: T, new tokens per round", ge=1)
     top_k: int = field(2, "LeaP: k, peers' summaries each path receives", ge=0)
-    router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all",
-                        choices=("dispersed", "clustered", "hybrid", "random", "all"))
+    router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all | confident (the k most "
+                                     "confident peers; records token confidence)",
+                        choices=("dispersed", "clustered", "hybrid", "random", "all", "confident"))
     similarity: str = field("levenshtein", "LeaP: summary similarity: levenshtein (paper) or semantic (MiniLM)",
                             choices=("levenshtein", "semantic"))
     summary_tokens: int = field(64, "LeaP: summary budget per path and round (paper: 256 at T=2048)", ge=1)
@@ -101,6 +103,29 @@ class RunConfig:
                                            "the no-comments block) or no-summaries (nothing is appended between "
                                            "rounds; a summary's tokens go to the next round); default: LeaP itself",
                                      choices=CONTROLS)
+    # confidence (DeepConf) - any method
+    confidence: bool = field(False, "record each path's token confidence (needs top-k log-probs from the backend), "
+                                    "so the confidence aggregators apply; always on for --method deepconf")
+    conf_top_k: int = field(20, "DeepConf: k, the top candidates whose log-probs make a token's confidence (paper 20)",
+                            ge=1)
+    conf_window: int = field(128, "DeepConf: n, tokens of the sliding window of group confidence (paper 2048)", ge=1)
+    deepconf_mode: str = field("online", "DeepConf: offline (all N paths, filtered confidence vote) or online "
+                                         "(warm-up paths set a threshold, later paths stop below it)",
+                               choices=("offline", "online"))
+    conf_eta: int = field(90, "DeepConf: eta, percent of paths kept: 90 (DeepConf-high) or 10 (DeepConf-low)",
+                          choices=(10, 90))
+    warmup_paths: int = field(4, "DeepConf online: warm-up paths per question that set the threshold (paper 16)",
+                              ge=1)
+    conf_check_tokens: int = field(32, "DeepConf online: tokens generated between two confidence checks", ge=1)
+    leap_conf_stop: bool = field(False, "LeaP + DeepConf: round 0 sets a confidence threshold (--conf-eta, "
+                                        "--conf-window); paths below it stop at later round boundaries and leave "
+                                        "the pool of peers (records token confidence)")
+    # PaCoRe and Mixture-of-Agents
+    paths_per_round: list[int] | None = field(None, "PaCoRe: paths of each round, the graded last one included, "
+                                                    "e.g. 8 4 (default: --paths, then 1)", nargs="+", ge=1)
+    message_chars: int = field(2000, "PaCoRe/MoA: the most characters of a path's message the next round reads "
+                                     "(its end is kept)", ge=1)
+    moa_layers: int = field(2, "MoA: layers, proposers first and one aggregator last (paper MoA 3, MoA-Lite 2)", ge=2)
 
 
 RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match",
@@ -176,22 +201,45 @@ def _grade_rounds(problem, rounds: list[dict]) -> int:
 
 def result_row(problem, traces, cfg: RunConfig, chash: str, wall: float) -> dict[str, Any]:
     """One results.jsonl line. `grading_timeouts` counts the checks that ran out of time while
-    grading this question (each graded wrong) and the answer comparisons of its vote that did."""
+    grading this question (each graded wrong) and the answer comparisons of its vote that did.
+    Scores (pass@1, cons@N, aggregators) are over the graded paths; paths with `vote: false` (DeepConf
+    online) do not vote; `tokens` counts every path's."""
     paths, timeouts = [], 0
     for t in traces:
-        answer, correct, timed_out = judge(problem, t.own_text if t.own_text is not None else t.text)
+        own = t.own_text if t.own_text is not None else t.text
+        answer, correct, timed_out = judge(problem, own)
         timeouts += timed_out
         if cfg.method == "leap":
             timeouts += _grade_rounds(problem, t.rounds)
-        paths.append({"text": t.text, "answer": answer, "correct": correct, "tokens": t.tokens,
-                      "finish": t.finish, "rounds": t.rounds})
-    answers, correct = [p["answer"] for p in paths], [p["correct"] for p in paths]
+        rec = {"text": t.text, "answer": answer, "correct": correct, "tokens": t.tokens,
+               "finish": t.finish, "rounds": t.rounds, "steps": reasoning_steps(own)}
+        if t.confidence is not None:
+            rec["confidence"] = confidence_stats(t.confidence, cfg.conf_window)
+        if not t.graded:
+            rec["graded"] = False
+        paths.append({**rec, **t.extra})
+    graded = [p for p in paths if p.get("graded", True)]
+    voters = [p for p in graded if p.get("vote", True)]
     same = SameAnswer(problem)
-    cons_answer, cons_correct = cons_at_n(answers, correct, equiv=same)
+    cons_answer, cons_correct = cons_at_n([p["answer"] for p in voters], [p["correct"] for p in voters], equiv=same)
     return {**problem.to_dict(), "method": cfg.method, "config": chash, "prompt": traces[0].prompt,
             "paths": paths, "cons_answer": cons_answer, "cons_correct": cons_correct,
-            "pass_at_1": pass_at_1(correct), "tokens": sum(p["tokens"] for p in paths),
+            "pass_at_1": pass_at_1([p["correct"] for p in graded]), "aggregates": all_aggregates(graded, same),
+            "tokens": sum(p["tokens"] for p in paths),
             "grading_timeouts": timeouts + same.timeouts, "wall_seconds": round(wall, 3)}
+
+
+def headline(cfg: RunConfig) -> str:
+    """The aggregator whose answer is the method's own: DeepConf offline votes among the top-eta% most
+    confident paths, online weights the paths that did not stop; the others take the majority."""
+    if cfg.method == "deepconf":
+        return f"top{cfg.conf_eta}_conf" if cfg.deepconf_mode == "offline" else "conf_weighted"
+    return "majority"
+
+
+def records_confidence(cfg: RunConfig) -> bool:
+    return (cfg.confidence or cfg.method == "deepconf"
+            or (cfg.method == "leap" and (cfg.leap_conf_stop or cfg.router == "confident")))
 
 
 def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
@@ -206,6 +254,13 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
         leap_options(cfg)  # options that do not go together are refused before anything runs
     elif cfg.prompt or cfg.leap_control:
         raise ConfigError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
+    if (cfg.leap_conf_stop or cfg.router == "confident") and cfg.method != "leap":
+        raise ConfigError(f"--leap-conf-stop and --router confident are options of --method leap, not {cfg.method}")
+    if cfg.paths_per_round and cfg.method != "pacore":
+        raise ConfigError(f"--paths-per-round is an option of --method pacore, not {cfg.method}")
+    if cfg.method == "deepconf" and cfg.deepconf_mode == "online" and cfg.warmup_paths >= cfg.paths:
+        raise ConfigError(f"DeepConf online needs more --paths ({cfg.paths}) than --warmup-paths "
+                          f"({cfg.warmup_paths}): the paths after the warm-up are the ones it can stop")
     if cfg.method == "greedy":
         cfg.paths, cfg.temperature = 1, 0.0
     budget.resolve(cfg, log)
@@ -233,6 +288,10 @@ def _run(cfg: RunConfig, out: Path, results: Path, chash: str, claim, generator,
     problems = problems if problems is not None else load_task(cfg.task, limit=cfg.limit, seed=cfg.task_seed, split=cfg.split,
                                                                   **(cfg.task_options or {}))
     gen = generator if generator is not None else make_generator(cfg)
+    if records_confidence(cfg) and not getattr(gen, "top_logprobs", False):
+        raise ConfigError(f"the {cfg.backend if generator is None else type(gen).__name__} backend does not return "
+                          "top-k token log-probs, which token confidence needs (--method deepconf, --confidence); "
+                          "use the hf, vllm or openai backend")
     tok = getattr(gen, "tok", None) or getattr(gen, "tokenizer", None)
     if tok is None:
         from ..models import load_tokenizer
@@ -263,7 +322,8 @@ def _run(cfg: RunConfig, out: Path, results: Path, chash: str, claim, generator,
             if not todo:
                 continue
             t0 = time.time()
-            store = PathStore(gen, use_sessions=None if cfg.kv_reuse else False)
+            store = PathStore(gen, use_sessions=None if cfg.kv_reuse else False,
+                              top_logprobs=cfg.conf_top_k if records_confidence(cfg) else 0)
             try:
                 traces = solve(batch, store, cfg, render, (cfg.seed + 1_000_003 * (b // B)) % 2**31)
             finally:
@@ -285,7 +345,10 @@ def _run(cfg: RunConfig, out: Path, results: Path, chash: str, claim, generator,
         bar.close()
     summary = summarize(rows)
     wall = sum(r["wall_seconds"] for r in rows)
-    summary.update(method=cfg.method, task=cfg.task, model=cfg.model, backend=cfg.backend, paths=cfg.paths,
+    name = headline(cfg)
+    summary["aggregated"] = {"aggregator": name, "accuracy": summary.get("aggregates", {}).get(name)}
+    summary.update(method=cfg.method, task=cfg.task, model=cfg.model, backend=cfg.backend,
+                   paths=min((sum(p.get("graded", True) for p in r["paths"]) for r in rows), default=cfg.paths),
                    dtype=getattr(gen, "dtype", None),  # what the backend really runs (cfg.dtype may say auto)
                    wall_seconds=round(wall, 2), tokens_per_second=round(summary["tokens"] / max(wall, 1e-9), 1),
                    path_budget=budget.path_budget(cfg), config=to_dict(cfg), out=str(out))
@@ -352,6 +415,13 @@ def _method(cfg: RunConfig):
         sim = get_similarity(cfg.similarity)
         return (lambda probs, store, c, render, seed: leap_solve(probs, store, c, render, seed, opts, sim),
                 lambda p, render: leap_prompt(p, opts, render))
+    if cfg.method in ("deepconf", "pacore", "moa"):
+        import importlib
+
+        from .independent import question_prompt
+
+        module = importlib.import_module(f".{cfg.method}", __package__)
+        return module.solve, question_prompt  # every path of their first round starts from the plain prompt
     raise ValueError(f"unknown method {cfg.method!r}; choose one of {METHODS}")
 
 
@@ -361,7 +431,8 @@ def leap_options(cfg: RunConfig) -> LeapOptions:
                        summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
                        comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
                        token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,
-                       control=cfg.leap_control)
+                       control=cfg.leap_control, conf_stop=cfg.leap_conf_stop, conf_window=cfg.conf_window,
+                       conf_eta=cfg.conf_eta)
 
 
 def method_label(summary: dict) -> str:
@@ -373,11 +444,21 @@ def method_label(summary: dict) -> str:
     'leap-t (comm rounds none)'
     """
     c = summary.get("config") or {}
+    if summary["method"] == "deepconf":
+        return f"deepconf ({c.get('deepconf_mode', 'online')}, eta {c.get('conf_eta', 90)})"
+    if summary["method"] == "pacore":
+        return "pacore (" + "-".join(map(str, c.get("paths_per_round") or [c.get("paths", "N"), 1])) + ")"
+    if summary["method"] == "moa":
+        return f"moa ({c.get('moa_layers', 2)} layers)"
     if summary["method"] != "leap":
         return summary["method"]
     marks = [c["leap_control"]] if c.get("leap_control") else []
     if c.get("prompt") == "plain" and not c.get("leap_t"):
         marks.append("plain prompt")
+    if c.get("leap_conf_stop"):
+        marks.append(f"conf-stop eta {c.get('conf_eta', 90)}")
+    if c.get("router") == "confident":
+        marks.append("confident router")
     if c.get("comm_rounds") is not None:
         marks.append("comm rounds " + (",".join(map(str, c["comm_rounds"])) or "none"))
     return ("leap-t" if c.get("leap_t") else "leap") + (f" ({', '.join(marks)})" if marks else "")

@@ -1,4 +1,5 @@
-"""Scores over paths and questions: pass@1, cons@N (majority vote), unbiased pass@k.
+"""Scores over paths and questions: pass@1, cons@N (majority vote), unbiased pass@k, and the same
+scores under the lighteval / lm-evaluation-harness key names with standard errors.
 
 >>> pass_at_1([True, False, False, True])
 0.5
@@ -91,17 +92,51 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prod
 
 
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """Standard error of the mean, sqrt(sample variance / n) (lm-evaluation-harness `mean_stderr`);
+    None for fewer than two values.
+
+    >>> round(mean_stderr([1, 0, 1, 0]), 4)  # sqrt((1/3) / 4)
+    0.2887
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    return (sum((v - m) ** 2 for v in values) / (n - 1) / n) ** 0.5
+
+
+def ecosystem_keys(per_question_pass1: Sequence[float], per_question_maj: Sequence[bool], n: int) -> dict[str, Any]:
+    """The same scores under the names lighteval and lm-evaluation-harness tables use, each with a
+    `_stderr` (standard error over questions): `pass@k:k=1&n=N` (mean correctness of N samples),
+    `avg@n:n=N` (the same mean, lighteval's other name), `maj@N` (majority vote of N).
+
+    >>> ecosystem_keys([1.0, 0.5], [True, False], 2)["maj@2"]
+    0.5
+    """
+    q = max(len(per_question_pass1), 1)
+    p1 = sum(per_question_pass1) / q
+    maj = [float(bool(x)) for x in per_question_maj]
+    out = {f"pass@k:k=1&n={n}": p1, f"pass@k:k=1&n={n}_stderr": mean_stderr(per_question_pass1),
+           f"avg@n:n={n}": p1, f"avg@n:n={n}_stderr": mean_stderr(per_question_pass1),
+           f"maj@{n}": sum(maj) / q, f"maj@{n}_stderr": mean_stderr(maj)}
+    return out
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate per-question result rows into the numbers of summary.json.
 
     Each row has `pass_at_1`, `cons_correct` and `paths` (each with `correct` and `tokens`), and
-    may have `grading_timeouts` (checks that ran out of time; summed).
-    pass@k is reported for k = 1, 2, 4, ... up to the smallest path count of any row.
+    may have `grading_timeouts` (checks that ran out of time; summed), `aggregates` ({aggregator:
+    {"correct"}}; their accuracies go under "aggregates") and `tokens` (all the question's generated
+    tokens, when some paths are not graded, e.g. PaCoRe's earlier rounds; default: the paths' sum).
+    Paths with `graded: false` count for tokens only. pass@k is reported for k = 1, 2, 4, ... up to
+    the smallest graded path count of any row; the ecosystem keys (`ecosystem_keys`) at N = that count.
 
     >>> rows = [{"pass_at_1": 0.5, "cons_correct": True,
     ...          "paths": [{"correct": True, "tokens": 10}, {"correct": False, "tokens": 30}]}]
-    >>> s = summarize(rows); s["pass_at_k"], s["tokens_per_question"]
-    ({1: 0.5, 2: 1.0}, 40.0)
+    >>> s = summarize(rows); s["pass_at_k"], s["tokens_per_question"], s["maj@2"]
+    ({1: 0.5, 2: 1.0}, 40.0, 1.0)
     """
     q = len(rows)
     if q == 0:
@@ -109,17 +144,24 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "tokens": 0, "tokens_per_question": 0.0, "grading_timeouts": 0}
     counts = []
     for r in rows:
-        paths = r.get("paths") or []
+        paths = [p for p in r.get("paths") or [] if p.get("graded", True)]
         counts.append((len(paths), sum(bool(p.get("correct")) for p in paths)))
-    tokens = sum(int(p.get("tokens", 0)) for r in rows for p in r.get("paths") or [])
+    tokens = sum(int(r["tokens"]) if "tokens" in r else sum(int(p.get("tokens", 0)) for p in r.get("paths") or [])
+                 for r in rows)
     n_min = min(n for n, _ in counts)
     ks = [2**j for j in range(n_min.bit_length())] if n_min > 0 else []
+    aggregates: dict[str, list[int]] = {}
+    for r in rows:
+        for name, got in (r.get("aggregates") or {}).items():
+            aggregates.setdefault(name, []).append(int(bool(got.get("correct"))))
     return {
         "questions": q,
         "pass_at_1": sum(float(r["pass_at_1"]) for r in rows) / q,
         "cons_at_n": sum(bool(r["cons_correct"]) for r in rows) / q,
         "pass_at_k": {k: sum(pass_at_k(n, c, k) for n, c in counts) / q for k in ks},
+        "aggregates": {name: sum(v) / q for name, v in aggregates.items() if len(v) == q},
         "tokens": tokens,
         "tokens_per_question": tokens / q,
         "grading_timeouts": sum(int(r.get("grading_timeouts", 0)) for r in rows),
+        **ecosystem_keys([float(r["pass_at_1"]) for r in rows], [r["cons_correct"] for r in rows], n_min),
     }
