@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from crosspath.backends.base import SamplingParams, cut_at_stop, has_sessions
-from crosspath.backends.hf import HFGenerator, process_logits
+from crosspath.backends.hf import HFGenerator
 from crosspath.models import render_prompt
 
 PROMPTS = ["What is 3 + 4?", "Write a long poem about the sea, the moon and the sky at night.", "Hi"]
@@ -119,17 +119,6 @@ def test_rewind_crops_cache(tiny_gen, tiny):
     assert p.cached_chars <= len(g.text(h)) and p.kv.shape[-2] == len(p.ids)
     g.advance([h], SamplingParams(max_tokens=3, temperature=0))
     g.close(h)
-
-
-def test_process_logits_filters():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    p = SamplingParams(temperature=1.0, top_k=2)
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
-    p = SamplingParams(temperature=1.0, top_p=0.7)
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
-    p = SamplingParams(temperature=1.0, min_p=0.25)  # keeps p >= 0.125
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
-    assert process_logits(logits, SamplingParams(temperature=0)).tolist() == [[1, 0, 0, 0]]
 
 
 def test_protocol_and_cut():

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 
 from .base import Completion, SamplingParams, cut_at_stop
+from .sampling import candidates, sample
 
 
 @dataclass
@@ -46,61 +47,6 @@ class _Path:
             keep -= 1
         self.ids, self.ends = self.ids[:keep], self.ends[:keep]
         self.kv = self.kv[..., :keep, :] if (self.kv is not None and keep) else None
-
-
-def candidates(logits: torch.Tensor, p: SamplingParams, head: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temperature, top-k, top-p and min-p on raw logits [B, V] -> (probs [B, K], token ids [B, K]).
-
-    Only the tokens that can still be drawn are returned (K <= V), so sampling costs O(K). top-p
-    and min-p first look at the `head` most likely tokens and fall back to the whole vocabulary
-    when a row's nucleus does not fit there, so the result is exact.
-    """
-    B, V = logits.shape
-    if p.temperature <= 0:
-        ids = logits.argmax(-1, keepdim=True)  # [B, 1]
-        return torch.ones_like(ids, dtype=logits.dtype), ids
-    logits = logits / p.temperature  # [B, V]
-    if p.top_k and 0 < p.top_k < V:
-        logits, ids = torch.topk(logits, p.top_k, dim=-1)  # [B, k]
-    else:
-        ids = None
-    probs = torch.softmax(logits, dim=-1)  # [B, K]
-    if p.top_p >= 1.0 and not p.min_p:
-        return probs, (ids if ids is not None else torch.arange(V, device=logits.device).expand(B, V))
-    K = probs.shape[-1]
-    sp, order = torch.topk(probs, min(head, K), dim=-1)  # [B, h], sorted descending
-    cum = sp.cumsum(-1)
-    # the kept set is the intersection of the nucleus and the min-p set: exact if either fits in the head
-    fits = (p.top_p < 1.0 and bool((cum[:, -1] >= p.top_p).all())) or \
-        (bool(p.min_p) and bool((sp[:, -1] < p.min_p * sp[:, 0]).all()))
-    if not fits and sp.shape[-1] < K:
-        sp, order = probs.sort(-1, descending=True)  # [B, K]
-        cum = sp.cumsum(-1)
-    keep = torch.ones_like(sp, dtype=torch.bool)
-    if p.top_p < 1.0:
-        keep &= (cum - sp) < p.top_p  # the smallest prefix reaching top_p
-    if p.min_p:
-        keep &= sp >= p.min_p * sp[:, :1]
-    sp = sp.masked_fill(~keep, 0.0)
-    cand = order if ids is None else ids.gather(-1, order)
-    return sp / sp.sum(-1, keepdim=True), cand
-
-
-def process_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    """The full processed distribution [B, V] (see `candidates`)."""
-    probs, ids = candidates(logits, p)
-    return torch.zeros_like(logits).scatter(-1, ids, probs)
-
-
-def sample(probs: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
-    """One index per row of probs [B, K] -> [B]: argmax(p / E) with E ~ Exp(1) is an exact sample
-    from p (the exponential race), and cheaper on a CPU than torch.multinomial. With `generators`,
-    row r draws its noise from generators[r] (per-request seeds)."""
-    if generators is None:
-        noise = torch.empty_like(probs).exponential_()  # [B, K]
-    else:
-        noise = torch.stack([torch.empty_like(probs[0]).exponential_(generator=g) for g in generators])
-    return (probs / noise).argmax(-1)
 
 
 class HFGenerator:
@@ -247,7 +193,7 @@ class HFGenerator:
         cache = out.past_key_values
         for step in range(params.max_tokens):
             logits = logits_next.float()  # [b, V]
-            probs, cand = candidates(logits, params)  # [b, K], [b, K]
+            probs, cand = candidates(logits, params.temperature, params.top_k, params.top_p, params.min_p)  # [b, K]
             pick = sample(probs, None if gens is None else [gens[i] for i in rows])  # [b]
             tok = cand.gather(-1, pick[:, None]).squeeze(-1)  # [b]
             if params.logprobs:
