@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
+from ..jsonl import read_jsonl as read_results  # noqa: F401  (the runner's name for it)
 from ..models import DEFAULT_MODEL
 from ..rundir import RunDirError, claim_run_dir
 from ..tasks import SameAnswer, TaskError, judge, load_task
@@ -140,27 +141,6 @@ def make_generator(cfg: RunConfig):
                              tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
                              cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed, shared=True)
     raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
-
-
-def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of a results.jsonl, without a half-written last line; `repair` also cuts that line off
-    the file (only the run that owns the file does this, before appending)."""
-    if not path.exists():
-        return []
-    rows, good = [], 0
-    raw = path.read_bytes()
-    for line in raw.splitlines(keepends=True):
-        try:
-            if not line.endswith(b"\n"):
-                raise ValueError("unterminated")
-            rows.append(json.loads(line))
-            good += len(line)
-        except ValueError:
-            break
-    if repair and good < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return rows
 
 
 def _grade_rounds(problem, rounds: list[dict]) -> int:
