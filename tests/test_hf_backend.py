@@ -124,6 +124,8 @@ def test_rewind_crops_cache(tiny_gen, tiny):
 def test_protocol_and_cut():
     assert cut_at_stop("a b </think> c </summarize>", ["</summarize>", "</think>"]) == ("a b </think>", "</think>")
     assert cut_at_stop("abc", []) == ("abc", None)
+    assert cut_at_stop("a b </think> c", ["</think>", ""], keep_stop=False) == ("a b ", "</think>")  # OpenAI: excluded
+    assert cut_at_stop("abc", ["x"], keep_stop=False) == ("abc", None)
 
 
 def test_has_sessions(tiny_gen):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..backends.base import BackendError, Completion, SamplingParams
+from ..backends.base import BackendError, Completion, SamplingParams, cut_at_stop
 from ..infer import independent, leap
 from ..infer.paths import PathStore, PathTrace
 from ..infer.prompts import LEAP_PREFILL, TAG_SETS, leap_prompt, plain_prompt
@@ -115,12 +115,6 @@ def context_length(gen, tok) -> int | None:
     sizes.append(getattr(tok, "model_max_length", None))
     sizes = [n for n in sizes if isinstance(n, int) and 0 < n < 10**8]  # tokenizers say 1e30 when unknown
     return min(sizes) if sizes else None
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """OpenAI semantics: the text before the earliest stop string (excluded)."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
 
 
 class Service:
@@ -316,7 +310,7 @@ class Service:
         answers = [extract_answer(t.own_text if t.own_text is not None else t.text) for t in traces]
         ranked = votes_of(answers)
         consensus, pick = (ranked[0]["answer"], ranked[0]["paths"][0]) if ranked else (None, 0)
-        text, stopped = _cut_at_stop(traces[pick].text, s.stop)
+        text, stopped = cut_at_stop(traces[pick].text, s.stop, keep_stop=False)
         finish = "stop" if stopped or traces[pick].finish not in ("length", "budget") else "length"
         prompt_tokens = req.prompt_tokens * len(traces)
         completion_tokens = sum(t.tokens for t in traces)
