@@ -28,6 +28,16 @@ from typing import Any, Iterable
 
 from .errors import CrosspathError
 
+
+def default_run_dir(kind: str, task: str, model: str) -> Path:
+    """The run directory when --out is not given: runs/<kind>-<task>-<model name>, unsafe characters -> "_".
+
+    >>> default_run_dir("train-grpo", "rg:chain_sum", "models/SmolLM2-135M")
+    PosixPath('runs/train-grpo-rg_chain_sum-SmolLM2-135M')
+    """
+    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
+    return Path("runs") / f"{kind}-{clean(task)}-{clean(Path(model).name)}"
+
 LOCK_NAME = ".lock"
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
 from ..jsonl import read_jsonl as read_results  # noqa: F401  (the runner's name for it)
 from ..models import DEFAULT_MODEL
-from ..rundir import RunDirError, claim_run_dir
+from ..rundir import RunDirError, claim_run_dir, default_run_dir
 from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
@@ -110,8 +110,7 @@ RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_
 
 
 def default_out(cfg: RunConfig) -> Path:
-    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
-    return Path("runs") / f"{cfg.method}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
+    return default_run_dir(cfg.method, cfg.task, cfg.model)
 
 
 def make_generator(cfg: RunConfig):

@@ -32,7 +32,7 @@ import torch
 
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
-from crosspath.rundir import claim_run_dir
+from crosspath.rundir import claim_run_dir, default_run_dir
 from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
@@ -57,8 +57,7 @@ RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN)
 
 
 def default_out(cfg: TrainConfig) -> Path:
-    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
-    return Path("runs") / f"train-{cfg.algo}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
+    return default_run_dir(f"train-{cfg.algo}", cfg.task, cfg.model)
 
 
 def load_splits(cfg: TrainConfig, log=print):
