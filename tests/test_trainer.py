@@ -264,7 +264,8 @@ def test_config_choices_match_the_math_modules_and_cli_stays_light():
     from crosspath import train
     from crosspath.train import grpo, m3po
 
-    assert (train.LOSS_TYPES, train.SCALES, train.WEIGHTINGS) == (grpo.LOSS_TYPES, grpo.SCALES, m3po.WEIGHTINGS)
+    assert (grpo.LOSS_TYPES, grpo.SCALES, m3po.WEIGHTINGS) == (train.LOSS_TYPES, train.SCALES, train.WEIGHTINGS)
+    assert grpo.LOSS_TYPES is train.LOSS_TYPES and m3po.WEIGHTINGS is train.WEIGHTINGS  # one list, no copy
     code = ("import sys, crosspath.train.cli, crosspath.train; crosspath.train.TrainConfig; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

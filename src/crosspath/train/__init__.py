@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from crosspath.config import DTYPES, field
 from crosspath.models import DEFAULT_MODEL
 
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # == grpo.LOSS_TYPES (a test checks)
-SCALES = ("group", "batch", "none")  # == grpo.SCALES
-WEIGHTINGS = ("similarity", "uniform")  # == m3po.WEIGHTINGS
+# the one list of each (grpo.py and m3po.py import them; here they stay importable without torch)
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # grpo.policy_loss
+SCALES = ("group", "batch", "none")  # grpo.group_advantages
+WEIGHTINGS = ("similarity", "uniform")  # m3po
 TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
 
 
