@@ -165,6 +165,17 @@ class Settings:
     stop: tuple[str, ...]
     seed: int | None
 
+    def run_config(self, base: RunConfig) -> RunConfig:
+        """These settings as the typed RunConfig the inference methods read (`runner.leap_options` maps
+        it to LeapOptions); backend fields come from `base`. The per-path budget is LeaP's token_budget."""
+        return dataclasses.replace(
+            base, method=self.method, paths=self.paths, rounds=self.rounds, round_tokens=self.round_tokens,
+            top_k=self.top_k, router=self.router, summary_tokens=self.summary_tokens, answer_tokens=self.answer_tokens,
+            comm_rounds=None if self.comm_rounds is None else list(self.comm_rounds), tags=self.tags,
+            leap_t=self.leap_t, max_tokens=self.max_tokens, token_budget=self.max_tokens,
+            temperature=self.temperature, top_p=self.top_p, sample_top_k=self.sample_top_k, min_p=self.min_p,
+            stop=list(self.stop))
+
     def worst_case_tokens(self) -> int:
         """Most tokens one path can generate under these settings."""
         if self.method == "independent":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from ..backends.base import BackendError, Completion, SamplingParams, cut_at_stop
@@ -38,6 +37,7 @@ from ..infer import independent, leap
 from ..infer.paths import PathStore, PathTrace
 from ..infer.prompts import LEAP_PREFILL, TAG_SETS, leap_prompt, plain_prompt
 from ..infer.routing import get_similarity
+from ..infer.runner import leap_options
 from ..infer.leap import own_text
 from ..tasks import Problem, SameAnswer, extract_answer, votes
 from .config import RequestError, ServeConfig, Settings, resolve_settings
@@ -124,7 +124,8 @@ class Service:
         if cfg.backend in ("hf", "vllm") and cfg.workers != 1:
             raise ValueError(f"--workers must be 1 with the {cfg.backend} backend (one model in this process)")
         self.cfg = cfg
-        self.gen = generator if generator is not None else make_generator(cfg.run_config())
+        self.run_cfg = cfg.run_config()  # the backend part of every request's RunConfig
+        self.gen = generator if generator is not None else make_generator(self.run_cfg)
         tok = tokenizer or getattr(self.gen, "tok", None) or getattr(self.gen, "tokenizer", None)
         if tok is None:
             from ..models import load_tokenizer
@@ -268,15 +269,11 @@ class Service:
             return r.prefix
 
         store = GuardedStore(self.gen, lambda: any(not j.over and not j.cancelled for j in jobs))
-        cfg = SimpleNamespace(paths=s.paths, temperature=s.temperature, top_p=s.top_p, sample_top_k=s.sample_top_k,
-                              top_k=s.sample_top_k, min_p=s.min_p, max_tokens=s.max_tokens, stop=list(s.stop))
+        cfg = s.run_config(self.run_cfg)  # typed: the same RunConfig -> LeapOptions mapping as `crosspath run`
         problems = [Problem(id=str(j.id), question=r.question, answer="", source="serve") for j, r in zip(jobs, reqs)]
         try:  # errors reach _attempt
             if s.method == "leap":
-                opts = leap.LeapOptions(rounds=s.rounds, round_tokens=s.round_tokens, top_k=s.top_k, router=s.router,
-                                        summary_tokens=s.summary_tokens, answer_tokens=s.answer_tokens,
-                                        comm_rounds=s.comm_rounds, token_budget=s.max_tokens, tags=s.tags,
-                                        leap_t=s.leap_t)
+                opts = leap_options(cfg)
                 on_round = lambda r, state: self._on_round(jobs, store, state, s, r)  # noqa: E731
                 traces = leap.solve(problems, store, cfg, render, seed, opts, self.similarity, on_round=on_round)
             else:
