@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import backends
+from ..backends.factory import BACKENDS
 from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
 from ..jsonl import read_jsonl as read_results  # noqa: F401  (the runner's name for it)
 from ..models import DEFAULT_MODEL
@@ -27,7 +29,6 @@ from .leap import CONTROLS, PROMPTS, LeapOptions
 from .paths import PathStore
 
 METHODS = ("independent", "leap", "greedy")
-BACKENDS = ("hf", "openai", "vllm")
 
 
 @dataclass
@@ -114,32 +115,13 @@ def default_out(cfg: RunConfig) -> Path:
 
 
 def make_generator(cfg: RunConfig):
-    """The backend of `cfg`; a vLLM engine is shared by every run of this process with the same engine options."""
-    if cfg.backend == "hf":
-        from ..backends.hf import HFGenerator
-
-        return HFGenerator.from_name(cfg.model, dtype=cfg.dtype, adapter=cfg.adapter, device_map=cfg.device_map)
-    if cfg.backend == "openai":
-        from ..backends.openai import OpenAIGenerator
-
-        if not cfg.base_url:
-            raise ValueError("the openai backend needs --base-url http://host:port (one or several)")
-        if cfg.adapter and (Path(cfg.adapter) / "adapter_config.json").exists():
-            raise ValueError(f"--adapter {cfg.adapter!r} is a local adapter folder; the openai backend needs the name "
-                             "the server serves it under (vllm serve BASE --enable-lora --lora-modules NAME=PATH, "
-                             "then --adapter NAME)")
-        return OpenAIGenerator(cfg.base_url, model=cfg.adapter or cfg.served_model or cfg.model, api_key=cfg.api_key,
-                               concurrency=cfg.concurrency)
-    if cfg.backend == "vllm":
-        from ..backends.vllm import VLLMGenerator
-        from ..models import load_tokenizer, resolve
-
-        return VLLMGenerator(resolve(cfg.model), tokenizer=load_tokenizer(cfg.model), adapter=cfg.adapter,
-                             dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-                             gpu_memory_utilization=cfg.gpu_memory_utilization,
-                             tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
-                             cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed, shared=True)
-    raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
+    """The backend of `cfg` (backends.factory.make_generator with the run's options)."""
+    return backends.make_generator(
+        cfg.backend, cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device_map=cfg.device_map,
+        base_url=cfg.base_url, api_key=cfg.api_key, served_model=cfg.served_model, concurrency=cfg.concurrency,
+        max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
+        cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed)
 
 
 def _grade_rounds(problem, rounds: list[dict]) -> int:

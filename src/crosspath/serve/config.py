@@ -110,7 +110,7 @@ class ServeConfig:
         return self.served_model_name or self.model
 
     def run_config(self) -> RunConfig:
-        """The RunConfig that `runner.make_generator` understands."""
+        """The RunConfig that `runner.make_generator` understands (its backend part)."""
         return RunConfig(model=self.model, adapter=self.adapter, backend=self.backend, base_url=list(self.base_url),
                          api_key=self.upstream_api_key, served_model=self.upstream_model,
                          concurrency=self.concurrency, dtype=self.dtype, seed=self.seed)
