@@ -351,8 +351,8 @@ class LengthGen(SlowGen):
         self._gen.close(h)
 
 
-@pytest.mark.parametrize("opts", [dict(top_k=2, rounds=3, round_tokens=8, summary_tokens=6, temperature=1.0),
-                                  dict(router="all", top_k=1, rounds=2, round_tokens=8, summary_tokens=16)])
+@pytest.mark.parametrize("opts", [dict(peers_k=2, rounds=3, round_tokens=8, summary_tokens=6, temperature=1.0),
+                                  dict(router="all", peers_k=1, rounds=2, round_tokens=8, summary_tokens=16)])
 def test_the_context_check_reserves_what_a_path_really_adds(tiny, opts):
     """Settings.path_growth (what prepare reserves in the model's context after the prompt) covers
     every token a LeaP path really held: its own text, summaries, peers' summaries and cues."""

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from .. import backends
 from ..backends.factory import BACKENDS
@@ -33,6 +33,8 @@ METHODS = ("independent", "leap", "greedy")
 
 @dataclass
 class RunConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+
     method: str = field("independent", "inference method", choices=METHODS)
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
     adapter: str | None = field(None, "LoRA adapter: hf and vllm: a peft folder applied on top of the model; openai: "
@@ -82,7 +84,7 @@ class RunConfig:
     # LeaP
     rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last", ge=1)
     round_tokens: int = field(512, "LeaP: T, new tokens per round", ge=1)
-    top_k: int = field(2, "LeaP: k, peers' summaries each path receives", ge=0)
+    peers_k: int = field(2, "LeaP: k, peers' summaries each path receives (was --top-k)", ge=0)
     router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all",
                         choices=("dispersed", "clustered", "hybrid", "random", "all"))
     similarity: str = field("levenshtein", "LeaP: summary similarity: levenshtein (paper) or semantic (MiniLM)",
@@ -177,7 +179,7 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     results = out / "results.jsonl"
     chash = config_hash(cfg, RUN_KEYS_IGNORED)
-    claim = claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), resume=cfg.resume, overwrite=cfg.overwrite,
+    claim = claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), renamed=RunConfig.RENAMED, resume=cfg.resume, overwrite=cfg.overwrite,
                           ignore=RUN_KEYS_IGNORED, clear=("results.jsonl", "summary.json"))
     try:
         return _run(cfg, out, results, chash, claim, generator, problems, progress)
@@ -318,7 +320,7 @@ def _method(cfg: RunConfig):
 
 def leap_options(cfg: RunConfig) -> LeapOptions:
     """The LeaP options of a run (ValueError when they do not go together, e.g. --leap-t --prompt leap)."""
-    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
+    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, peers_k=cfg.peers_k, router=cfg.router,
                        summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
                        comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
                        token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,

@@ -198,7 +198,7 @@ class Service:
                 raise RequestError(400, f"{param}: the prompt is {n} tokens and with these options a path may add "
                                         f"up to {grow} more, over the model's context of {self.context} tokens; "
                                         "send a shorter prompt or lower max_tokens or crosspath rounds, "
-                                        "round_tokens, summary_tokens, top_k", param=param,
+                                        "round_tokens, summary_tokens, peers_k", param=param,
                                    code="context_length_exceeded")
         return req
 
@@ -319,7 +319,8 @@ class Service:
                  "paths": paths, "batch": batch,
                  "config": {"paths": s.paths, "max_tokens": s.max_tokens, "temperature": s.temperature,
                             "top_p": s.top_p, "seed": s.seed,
-                            **({"rounds": s.rounds, "round_tokens": s.round_tokens, "top_k": s.top_k,
+                            **({"rounds": s.rounds, "round_tokens": s.round_tokens, "peers_k": s.peers_k,
+                                "top_k": s.peers_k,  # the old name of peers_k, for one release
                                 "router": s.router, "summary_tokens": s.summary_tokens,
                                 "answer_tokens": s.answer_tokens} if s.method == "leap" else {})}}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -166,7 +166,7 @@ class Trainer:
         only once the model and the task have loaded (`self._claim.clear()` in __init__)."""
         cfg = self.cfg
         free = RESUME_FREE | set(RESUME_TUNABLE) | {"history"} | (set() if has_splits(cfg.task) else {"split", "eval_split"})
-        self._claim = claim_run_dir(self.out, to_dict(cfg), markers=("metrics.jsonl", CHECKPOINTS),
+        self._claim = claim_run_dir(self.out, to_dict(cfg), markers=("metrics.jsonl", CHECKPOINTS), renamed=cfg.RENAMED,
                                     resume=cfg.resume, overwrite=cfg.overwrite, ignore=free,
                                     clear=("metrics.jsonl", CHECKPOINTS, "samples", "tb", "final"),
                                     main=self.dist.main, what="training run")
@@ -218,7 +218,7 @@ class Trainer:
         try:
             return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                   top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
+                                   top_k=cfg.sample_top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
                                    marker=cfg.marker)
         except RuntimeError as e:  # multinomial on NaN probabilities: the weights already broke
             if "probability tensor" not in str(e):
