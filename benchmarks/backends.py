@@ -64,7 +64,7 @@ def configs(a, backend: str, name: str | None = None, **kw):
     budget = a.rounds * a.round_tokens + (a.rounds - 1) * a.summary_tokens + a.answer_tokens
     indep = RunConfig(method="independent", max_tokens=budget, out=str(Path(a.root) / name / "independent"), **common)
     leap = RunConfig(method="leap", rounds=a.rounds, round_tokens=a.round_tokens, summary_tokens=a.summary_tokens,
-                     answer_tokens=a.answer_tokens, top_k=TOP_K, out=str(Path(a.root) / name / "leap"), **common)
+                     answer_tokens=a.answer_tokens, peers_k=TOP_K, out=str(Path(a.root) / name / "leap"), **common)
     return {"independent": indep, "leap": leap}
 
 

@@ -126,7 +126,7 @@ def condition(a, root: Path, name: str, data: Path):
 
 
 LEAP_OPTIONS = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}  # leap_accuracy.py's task
-LEAP_RUN = dict(paths=4, rounds=2, round_tokens=48, summary_tokens=16, answer_tokens=16, top_k=2,
+LEAP_RUN = dict(paths=4, rounds=2, round_tokens=48, summary_tokens=16, answer_tokens=16, peers_k=2,
                 temperature=0.6, top_p=0.95, batch_questions=4)
 
 

@@ -70,7 +70,7 @@ def make_config(name: str, a) -> RunConfig:
     cfg = RunConfig(model=a.model, task=TASK, limit=a.questions, task_seed=a.task_seed, paths=a.paths,
                     temperature=TEMPERATURE, top_p=TOP_P, sample_top_k=0, min_p=0.0, seed=SEED,
                     batch_questions=a.batch_questions, rounds=a.rounds, round_tokens=a.round_tokens,
-                    summary_tokens=a.summary_tokens, answer_tokens=a.answer_tokens, top_k=a.top_k,
+                    summary_tokens=a.summary_tokens, answer_tokens=a.answer_tokens, peers_k=a.top_k,
                     max_tokens=path_budget(a) - a.answer_tokens, out=str(Path(a.root) / name), resume=a.resume,
                     overwrite=a.overwrite)
     for k, v in CONFIGS[name].items():

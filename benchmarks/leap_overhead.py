@@ -57,7 +57,7 @@ def base_config(a, name: str, **kw) -> RunConfig:
     cfg = RunConfig(model=a.model, task=a.task, limit=a.questions, paths=a.paths, temperature=TEMPERATURE,
                     top_p=TOP_P, sample_top_k=0, min_p=0.0, seed=SEED, batch_questions=a.questions,
                     rounds=a.rounds, round_tokens=a.round_tokens, summary_tokens=a.summary_tokens,
-                    answer_tokens=a.answer_tokens, top_k=a.top_k, out=str(Path(a.root) / name), overwrite=True)
+                    answer_tokens=a.answer_tokens, peers_k=a.top_k, out=str(Path(a.root) / name), overwrite=True)
     for k, v in kw.items():
         setattr(cfg, k, v)
     if cfg.method == "independent":

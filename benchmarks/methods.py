@@ -47,10 +47,10 @@ def configs(a) -> dict[str, dict]:
     T = (a.max_tokens - (a.rounds - 1) * a.summary_tokens) // a.rounds
     return {
         "independent": dict(method="independent", confidence=True),
-        "leap": dict(method="leap", router="dispersed", rounds=a.rounds, round_tokens=T, top_k=min(2, N - 1),
+        "leap": dict(method="leap", router="dispersed", rounds=a.rounds, round_tokens=T, peers_k=min(2, N - 1),
                      summary_tokens=a.summary_tokens, max_tokens=None),
         "leap-conf": dict(method="leap", router="confident", leap_conf_stop=True, rounds=a.rounds, round_tokens=T,
-                          top_k=min(2, N - 1), summary_tokens=a.summary_tokens, max_tokens=None),
+                          peers_k=min(2, N - 1), summary_tokens=a.summary_tokens, max_tokens=None),
         "pacore": dict(method="pacore", paths_per_round=[half, N - half]),
         "deepconf-high": dict(method="deepconf", deepconf_mode="online", conf_eta=90, warmup_paths=half),
         "deepconf-low": dict(method="deepconf", deepconf_mode="online", conf_eta=10, warmup_paths=half),

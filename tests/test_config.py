@@ -2,6 +2,7 @@
 YAML value types, YAML syntax errors. Errors name the option and the value; exit code 2, no traceback."""
 
 import pytest
+import yaml
 
 from crosspath.cli import build_parser, main
 from crosspath.config import ConfigError, check, from_args
@@ -102,3 +103,40 @@ def test_help_shows_the_bounds(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "default: 0.95; > 0 and <= 1" in out and "--max-prompt-tokens" in out
+
+
+def test_renamed_options_old_flag_and_yaml_key_warn_and_keep_the_hash(tmp_path):
+    """top_k -> peers_k (runs) / sample_top_k (training): the old names still work for one release."""
+    import argparse
+    import hashlib
+    import json
+
+    from crosspath.config import DeprecatedOption, add_arguments, config_hash, from_args, to_dict
+    from crosspath.infer.runner import RunConfig
+    from crosspath.rundir import claim_run_dir
+    from crosspath.train import TrainConfig
+
+    for cls, new in ((RunConfig, "peers_k"), (TrainConfig, "sample_top_k")):
+        p = argparse.ArgumentParser()
+        p.add_argument("--config")
+        add_arguments(p, cls)
+        with pytest.warns(DeprecatedOption, match=f"--top-k is deprecated, use --{new.replace('_', '-')}"):
+            args = p.parse_args(["--top-k", "3"])
+        assert getattr(from_args(cls, args), new) == 3
+        y = tmp_path / "c.yaml"
+        y.write_text("top_k: 5\n")
+        with pytest.warns(DeprecatedOption, match=f"`top_k` is deprecated, use `{new}`"):
+            assert getattr(from_args(cls, p.parse_args([]), str(y)), new) == 5
+        y.write_text(f"top_k: 5\n{new}: 5\n")
+        with pytest.raises(ConfigError, match="give only"):
+            from_args(cls, p.parse_args([]), str(y))
+    # the hash of a run is what it was under the old name
+    cfg = RunConfig(peers_k=3)
+    old = {("top_k" if k == "peers_k" else k): v for k, v in to_dict(cfg).items()}
+    assert config_hash(cfg) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12]
+    # a run directory saved with the old name resumes with the new one
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.jsonl").write_text("{}\n")
+    (out / "config.yaml").write_text(yaml.safe_dump(old))
+    claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), resume=True, renamed=RunConfig.RENAMED).release()

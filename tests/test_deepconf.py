@@ -154,7 +154,7 @@ def test_leap_conf_stop_and_confident_router():
     from crosspath.infer import leap
 
     cfg = SimpleNamespace(paths=3, temperature=0.6, top_p=0.95, sample_top_k=0, min_p=0.0)
-    opts = leap.LeapOptions(rounds=3, round_tokens=4, summary_tokens=2, answer_tokens=1, top_k=1,
+    opts = leap.LeapOptions(rounds=3, round_tokens=4, summary_tokens=2, answer_tokens=1, peers_k=1,
                             router="confident", conf_stop=True, conf_window=2, conf_eta=90)
     gen = LeapScript()
     p0, p1, p2 = leap.solve([Q], _leap_store(gen), cfg, render, seed=0, opts=opts)[0]
@@ -173,7 +173,7 @@ def test_leap_conf_options_need_a_logprob_backend_and_method_leap(tmp_path, tiny
     from crosspath.infer.runner import RunConfig, read_results, run
 
     base = dict(model="tiny-random", task="demo", limit=1, paths=3, rounds=2, round_tokens=4, summary_tokens=2,
-                answer_tokens=2, top_k=1, out=str(tmp_path / "r"))
+                answer_tokens=2, peers_k=1, out=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="options of --method leap"):
         run(RunConfig(**{**base, "method": "independent", "leap_conf_stop": True}), generator=tiny_gen, progress=False)
     s = run(RunConfig(**{**base, "method": "leap", "leap_conf_stop": True, "router": "confident", "conf_window": 2}),

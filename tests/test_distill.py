@@ -100,6 +100,28 @@ def test_label_masking_per_tokenizer(which):
         len(enc.input_ids) + len(enc2.input_ids)
 
 
+def test_sft_encoding_under_truncation():
+    """max_len cuts the end of the target (its EOS first), never moves the prompt; nothing left to train -> None."""
+    tok = char_tokenizer()  # one token per character: lengths are known by hand
+    prompt, target = "Q: 2+3?\nA: ", "2+3=5 #### 5"
+    full = encode_sft(tok, prompt, target)
+    n = len(prompt)
+    assert len(full.input_ids) == n + len(target) + 1 and full.labels[-1] == tok.eos_token_id
+    cut = encode_sft(tok, prompt, target, max_len=n + 4)
+    assert cut.input_ids == full.input_ids[: n + 4]  # the prompt and the first 4 target tokens
+    assert cut.labels == [IGNORE] * n + full.input_ids[n : n + 4]  # trained: "2+3=", no EOS
+    assert tok.decode(cut.labels[n:]) == "2+3="
+    assert cut.chars == full.chars == len(target)  # the loss normaliser is the target's, cut or not
+    assert encode_sft(tok, prompt, target, max_len=n + len(target) + 1).input_ids == full.input_ids  # fits exactly
+    edge = encode_sft(tok, prompt, target, max_len=n + len(target))  # only the EOS goes
+    assert edge.labels[-1] != tok.eos_token_id and tok.decode(edge.labels[n:]) == target
+    assert encode_sft(tok, prompt, target, max_len=n) is None  # only the prompt would be left
+    # a masked span inside what is left stays masked
+    masked = encode_sft(tok, prompt, target, masked=[(0, 4)], max_len=n + 6)
+    assert masked.labels[n:] == [IGNORE] * 4 + full.input_ids[n + 4 : n + 6]
+    assert encode_sft(tok, prompt, target, masked=[(0, 4)], max_len=n + 4) is None
+
+
 # ---- LeaP-T ---------------------------------------------------------------------------------------------
 
 def _leap_text():

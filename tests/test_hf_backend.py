@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from crosspath.backends.base import SamplingParams, cut_at_stop, has_sessions
-from crosspath.backends.hf import HFGenerator, process_logits
+from crosspath.backends.hf import HFGenerator
 from crosspath.models import render_prompt
 
 PROMPTS = ["What is 3 + 4?", "Write a long poem about the sea, the moon and the sky at night.", "Hi"]
@@ -51,18 +51,28 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
     g = tiny_gen
     prompts = _rendered(tok)
     hs = [g.open(p) for p in prompts]
-    g.advance(hs[:1], SamplingParams(max_tokens=9, temperature=0))  # only the first grows
-    g.extend(hs[2], " More text here.")
-    together = g.advance(hs, SamplingParams(max_tokens=6, temperature=0))
+    g.advance(hs[:1], SamplingParams(max_tokens=9, temperature=0))  # the first grows most
+    g.advance(hs[2:], SamplingParams(max_tokens=3, temperature=0))
+    g.extend(hs[2], " More text here.")  # pending text behind a shorter cache: a hole in the batch
+    sp = SamplingParams(max_tokens=6, temperature=0, logprobs=True)
+    together = g.advance(hs, sp)
+    # each path brought to the same state (same text, same cache) by the same calls, but alone
     alone = []
-    for h in hs:  # replay each path alone from its own text state
-        h2 = g.open(g.text(h)[: len(g.text(h)) - len(together[hs.index(h)].text)])
-        alone.append(g.advance([h2], SamplingParams(max_tokens=6, temperature=0))[0])
-        g.close(h2)
-    # tokenisation of the cached state can differ from a fresh encode, so compare the row that is
-    # unchanged since open (row 1) exactly, and the others by shape only
-    assert together[1].token_ids == alone[1].token_ids
-    assert all(c.num_tokens <= 6 for c in together)
+    for n, pr in enumerate(prompts):
+        h = g.open(pr)
+        if n == 0:
+            g.advance([h], SamplingParams(max_tokens=9, temperature=0))
+        if n == 2:
+            g.advance([h], SamplingParams(max_tokens=3, temperature=0))
+            g.extend(h, " More text here.")
+        alone.append(g.advance([h], sp)[0])
+        g.close(h)
+    # every row, cached (0), fresh (1) and cached-with-pending-text (2), continues exactly as alone
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert [c.finish_reason for c in together] == [c.finish_reason for c in alone]
+    for t, a in zip(together, alone):  # the same numbers, not only the same argmax
+        torch.testing.assert_close(torch.tensor(t.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
 
 
 def test_stop_string_cut_exactly(tiny_gen, tiny):
@@ -121,20 +131,11 @@ def test_rewind_crops_cache(tiny_gen, tiny):
     g.close(h)
 
 
-def test_process_logits_filters():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    p = SamplingParams(temperature=1.0, top_k=2)
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
-    p = SamplingParams(temperature=1.0, top_p=0.7)
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.625, 0.375, 0, 0]]))
-    p = SamplingParams(temperature=1.0, min_p=0.25)  # keeps p >= 0.125
-    assert torch.allclose(process_logits(logits, p), torch.tensor([[0.5, 0.3, 0.15, 0]]) / 0.95)
-    assert process_logits(logits, SamplingParams(temperature=0)).tolist() == [[1, 0, 0, 0]]
-
-
 def test_protocol_and_cut():
     assert cut_at_stop("a b </think> c </summarize>", ["</summarize>", "</think>"]) == ("a b </think>", "</think>")
     assert cut_at_stop("abc", []) == ("abc", None)
+    assert cut_at_stop("a b </think> c", ["</think>", ""], keep_stop=False) == ("a b ", "</think>")  # OpenAI: excluded
+    assert cut_at_stop("abc", ["x"], keep_stop=False) == ("abc", None)
 
 
 def test_has_sessions(tiny_gen):

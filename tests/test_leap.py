@@ -154,7 +154,7 @@ def _run(gen, opts, n_paths=3, problems=None):
 
 def test_leap_loop_transcript():
     gen = Scripted()
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, router="dispersed", summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=1, router="dispersed", summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts)
     paths = traces[0]
     # calls: round 0, summaries, round 1, forced answer
@@ -178,7 +178,7 @@ def test_leap_loop_transcript():
 
 def test_finished_path_leaves_the_pool():
     gen = Scripted(finish_path="0")
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=2, router="all", summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=2, router="all", summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts)
     p0, p1, p2 = traces[0]
     assert p0.finished and p0.finish == "think" and len(p0.rounds) == 1 and "summary" not in p0.rounds[0]
@@ -189,14 +189,14 @@ def test_finished_path_leaves_the_pool():
 
 def test_alone_path_gets_no_comments_block():
     gen = Scripted()
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=2, summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=2, summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts, n_paths=1)
     assert prompts.NO_COMMENTS in traces[0][0].text and traces[0][0].rounds[0]["peers"] == []
 
 
 def test_cut_summary_is_repaired():
     gen = Scripted(cut_summary=True)
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts)
     t = traces[0][0]
     assert "So far, path 0 thinks...\n</summarize>" in t.text
@@ -205,7 +205,7 @@ def test_cut_summary_is_repaired():
 
 def test_comm_rounds_limits_exchanges():
     gen = Scripted()
-    opts = leap.LeapOptions(rounds=3, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4, comm_rounds=(0,))
+    opts = leap.LeapOptions(rounds=3, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4, comm_rounds=(0,))
     traces, _ = _run(gen, opts)
     assert [c[1].max_tokens for c in gen.calls] == [8, 5, 8, 8, 4]
     assert "peers" in traces[0][0].rounds[0] and "peers" not in traces[0][0].rounds[1]
@@ -213,7 +213,7 @@ def test_comm_rounds_limits_exchanges():
 
 def test_token_budget_caps_rounds():
     gen = Scripted()
-    opts = leap.LeapOptions(rounds=3, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4, token_budget=12)
+    opts = leap.LeapOptions(rounds=3, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4, token_budget=12)
     traces, _ = _run(gen, opts)
     # round 0: 8 tokens + summary 5 = 13 >= 12: the path stops reasoning, then is forced to answer
     assert [c[1].max_tokens for c in gen.calls] == [8, 5, 4]
@@ -222,7 +222,7 @@ def test_token_budget_caps_rounds():
 
 def test_several_questions_share_calls():
     gen = Scripted()
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4)
     probs = [Problem(id=f"q{i}", question=f"What is {i} + 1?", answer=str(i + 1)) for i in range(2)]
     traces, _ = _run(gen, opts, problems=probs)
     assert len(gen.calls[0][0]) == 6  # 2 questions x 3 paths in one call
@@ -252,7 +252,7 @@ def test_leap_t_mode_summarizes_when_the_model_asks():
             return out
 
     gen = LeapT()
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
     traces, _ = _run(gen, opts)
     assert "<summarize>" in gen.calls[0][1].stop
     p0, p1, p2 = traces[0]
@@ -286,7 +286,7 @@ class SummaryEnds(Scripted):
 
 def test_summary_stopping_at_think_end_drops_it_and_closes_the_tag():
     gen = SummaryEnds("think")
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts)
     assert "</think>" in gen.calls[1][1].stop
     for i, t in enumerate(traces[0]):
@@ -299,7 +299,7 @@ def test_summary_stopping_at_think_end_drops_it_and_closes_the_tag():
 
 def test_half_written_closing_tag_is_completed_not_doubled():
     gen = SummaryEnds("half")
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, top_k=1, summary_tokens=5, answer_tokens=4)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=1, summary_tokens=5, answer_tokens=4)
     traces, _ = _run(gen, opts)
     for i, t in enumerate(traces[0]):
         assert f"thinks {i}{i} </summarize>" in t.text and t.text.count("</summ") == 1
@@ -328,7 +328,7 @@ def test_leap_t_lone_summarizer_hears_its_peers_latest_summaries():
             return out
 
     gen = LoneLeapT()
-    opts = leap.LeapOptions(rounds=3, round_tokens=8, top_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
+    opts = leap.LeapOptions(rounds=3, round_tokens=8, peers_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
     traces, _ = _run(gen, opts)
     p0, p1, p2 = traces[0]
     assert [x["peer"] for x in p1.rounds[0]["peers"]] == [2] and [x["peer"] for x in p2.rounds[0]["peers"]] == [1]

@@ -28,20 +28,20 @@ FIXTURE = Path(__file__).parent / "fixtures" / "leap_traces.json"
 PROBLEMS = [Problem("a", "What is 8 + 3?", "11"), Problem("b", "What is 5 + 4 + 7?", "16"),
             Problem("c", "Which number is prime?", "B", choices=["4", "7", "9"])]
 TINY = {  # name -> (LeapOptions, use the session API)
-    "dispersed": (dict(rounds=3, round_tokens=6, top_k=1, router="dispersed", summary_tokens=3, answer_tokens=3), None),
-    "random-stateless": (dict(rounds=3, round_tokens=5, top_k=2, router="random", summary_tokens=4, answer_tokens=2,
+    "dispersed": (dict(rounds=3, round_tokens=6, peers_k=1, router="dispersed", summary_tokens=3, answer_tokens=3), None),
+    "random-stateless": (dict(rounds=3, round_tokens=5, peers_k=2, router="random", summary_tokens=4, answer_tokens=2,
                               comm_rounds=(0,), token_budget=11, tags="peer_summary"), False),
-    "leap-t": (dict(rounds=2, round_tokens=6, top_k=2, router="hybrid", summary_tokens=3, answer_tokens=3,
+    "leap-t": (dict(rounds=2, round_tokens=6, peers_k=2, router="hybrid", summary_tokens=3, answer_tokens=3,
                     leap_t=True), None),
 }
 CHAOS = {  # name -> LeapOptions, with 4 paths per question
-    "dispersed": dict(rounds=4, round_tokens=9, top_k=2, router="dispersed", summary_tokens=5, answer_tokens=3),
-    "budget": dict(rounds=4, round_tokens=9, top_k=1, router="clustered", summary_tokens=5, answer_tokens=3,
+    "dispersed": dict(rounds=4, round_tokens=9, peers_k=2, router="dispersed", summary_tokens=5, answer_tokens=3),
+    "budget": dict(rounds=4, round_tokens=9, peers_k=1, router="clustered", summary_tokens=5, answer_tokens=3,
                    token_budget=20, comm_rounds=(0, 2)),
-    "random-all": dict(rounds=3, round_tokens=7, top_k=3, router="random", summary_tokens=4, answer_tokens=2),
-    "leap-t": dict(rounds=4, round_tokens=9, top_k=2, router="hybrid", summary_tokens=5, answer_tokens=3,
+    "random-all": dict(rounds=3, round_tokens=7, peers_k=3, router="random", summary_tokens=4, answer_tokens=2),
+    "leap-t": dict(rounds=4, round_tokens=9, peers_k=2, router="hybrid", summary_tokens=5, answer_tokens=3,
                    leap_t=True),
-    "leap-t-budget": dict(rounds=4, round_tokens=9, top_k=2, router="all", summary_tokens=5, answer_tokens=3,
+    "leap-t-budget": dict(rounds=4, round_tokens=9, peers_k=2, router="all", summary_tokens=5, answer_tokens=3,
                           leap_t=True, token_budget=22),
 }
 WORDS = ("so", "x = 4", "then", "we add 7", "carry", "wait", "check", "12", "hence", "the sum")

@@ -54,7 +54,7 @@ def test_a_path_that_finishes_early_is_not_advanced_again_in_its_round():
         return Completion(" word.\n\nmore", [1] * params.max_tokens, "length")
 
     gen = Script(reply)
-    opts = leap.LeapOptions(rounds=3, round_tokens=9, summary_tokens=5, answer_tokens=2, top_k=1, token_budget=20)
+    opts = leap.LeapOptions(rounds=3, round_tokens=9, summary_tokens=5, answer_tokens=2, peers_k=1, token_budget=20)
     p0, p1 = leap.solve([QUESTION], _store(gen), CFG, render, seed=0, opts=opts)[0]
     assert [c[:1] + c[2:] for c in gen.calls[2:4]] == [(9, [1]), (6, [0])]  # round 1: one call per budget
     assert [rd["round"] for rd in p1.rounds] == [0, 1] and p1.finish == "eos" and p1.tokens == 9 + 2 + 3
@@ -112,7 +112,7 @@ def _expect(n, peers):
 
 @pytest.mark.parametrize("control", [None, "no-peers"])
 def test_each_phase_appends_exactly_its_text(control):
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, top_k=1, control=control)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, peers_k=1, control=control)
     texts, traces, _, gen = run_phases(opts)
     for n in range(2):
         peers = [] if control == "no-peers" else [f"So far, path {1 - n} got 2."]
@@ -126,7 +126,7 @@ def test_each_phase_appends_exactly_its_text(control):
 
 
 def test_no_peers_control_gives_every_path_the_no_comments_block():
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, top_k=1, control="no-peers")
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, peers_k=1, control="no-peers")
     _, traces, _, _ = run_phases(opts)
     for t in traces:
         assert prompts.NO_COMMENTS in t.text and "Peer 1" not in t.text and prompts.RESUME_ALONE in t.text
@@ -157,14 +157,14 @@ def test_no_summaries_control_appends_nothing_between_rounds_and_gives_the_summa
 
 
 def test_plain_prompt_keeps_the_loop_summaries_and_peers():
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, top_k=1, prompt="plain")
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, peers_k=1, prompt="plain")
     texts, traces, _, _ = run_phases(opts)
     assert traces[0].prompt == render(prompts.plain_prompt(QUESTION))  # no protocol, no pre-fill
     assert prompts.LEAP_PEERS_NOTE not in traces[0].prompt and prompts.LEAP_PREFILL not in traces[0].prompt
     for n in range(2):
         want = _expect(n, [f"So far, path {1 - n} got 2."])
         assert {k: v[n] for k, v in texts.items() if k in want} == want
-    leap_run = run_phases(leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, top_k=1))
+    leap_run = run_phases(leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, peers_k=1))
     assert leap_run[1][0].prompt == render(prompts.leap_prompt(QUESTION), prompts.LEAP_PREFILL)
     assert leap_run[0] == texts  # only the prompt differs
 
@@ -192,7 +192,7 @@ def test_state_maps_questions_and_paths_to_store_ids_whatever_the_store_held():
     on_round = lambda r, state: (seen.append([[p.id for p in state.of(q)] for q in range(2)]),  # noqa: E731
                                  Service._on_round(None, jobs, store, state, SimpleNamespace(tags="comment"), r))
     questions = [QUESTION, Problem("q2", "What is 2 + 2?", "4")]
-    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, top_k=1)
+    opts = leap.LeapOptions(rounds=2, round_tokens=8, summary_tokens=5, answer_tokens=4, peers_k=1)
     leap.solve(questions, store, CFG, render, 0, opts, on_round=on_round)
     assert seen[0] == [[3, 4], [5, 6]]
     q, kind, ev = [e for e in events if e[0] == 1][0]  # request 1, round 0

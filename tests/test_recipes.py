@@ -38,7 +38,7 @@ def test_each_recipe_builds_its_run_without_a_model(name):
 def test_leap_recipe_has_the_reference_settings_and_a_fair_baseline():
     leap = from_args(RunConfig, argparse.Namespace(), "leap-r1-distill-qwen-7b-aime24")
     assert (leap.method, leap.backend, leap.task) == ("leap", "vllm", "aime24")
-    assert (leap.paths, leap.rounds, leap.round_tokens, leap.top_k, leap.router) == (4, 5, 2048, 2, "dispersed")
+    assert (leap.paths, leap.rounds, leap.round_tokens, leap.peers_k, leap.router) == (4, 5, 2048, 2, "dispersed")
     assert (leap.summary_tokens, leap.answer_tokens) == (256, 256)
     assert (leap.temperature, leap.top_p, leap.sample_top_k, leap.min_p) == (0.6, 0.95, 40, 0.05)
     base = from_args(RunConfig, argparse.Namespace(), "independent-r1-distill-qwen-7b-aime24")

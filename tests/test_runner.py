@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from crosspath.backends.base import Completion
 from crosspath.cli import main
 from crosspath.infer.runner import RunConfig, read_results, run
 from crosspath.models import ModelError, resolve
@@ -24,10 +25,39 @@ def test_run_writes_run_directory(tmp_path, tiny_gen):
     assert [r["id"] for r in rows] == ["demo-0", "demo-1", "demo-2"]
     r = rows[0]
     assert len(r["paths"]) == 2 and {"text", "answer", "correct", "tokens"} <= set(r["paths"][0])
-    assert r["pass_at_1"] == sum(p["correct"] for p in r["paths"]) / 2
     assert (out / "config.yaml").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["questions"] == 3 and summary["tokens"] == s["tokens"] > 0 and "cons_at_n" in summary
+
+
+class Answers:
+    """A stateless generator with the tiny model's tokenizer that answers path j of a question with
+    SCRIPT[question][j] (one sequence per question; repeated prompts are its paths, in order)."""
+
+    SCRIPT = {"What is 8 + 3?": ["\\boxed{11}", "\\boxed{12}", "\\boxed{11}", "\\boxed{13}"],  # gold 11
+              "What is 5 + 4 + 7?": ["\\boxed{16}"] * 4,  # gold 16
+              "What is 5 + 9?": ["\\boxed{15}", "\\boxed{15}", "\\boxed{14}", "\\boxed{15}"]}  # gold 14
+
+    def __init__(self, tok):
+        self.tok, self.seen = tok, {}
+
+    def generate(self, prompts, params):
+        out = []
+        for pr in prompts:
+            q = next(q for q in self.SCRIPT if q in pr)
+            j = self.seen[q] = self.seen.get(q, -1) + 1
+            out.append(Completion(text=self.SCRIPT[q][j % 4], token_ids=[1, 2, 3], finish_reason="stop"))
+        return out
+
+
+def test_pass_at_1_and_cons_at_n_are_the_hand_computed_values(tmp_path, tiny):
+    s = run(_cfg(tmp_path, paths=4), generator=Answers(tiny[1]), progress=False)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    assert [r["pass_at_1"] for r in rows] == [0.5, 1.0, 0.25]
+    assert [r["cons_answer"] for r in rows] == ["11", "16", "15"] and [r["cons_correct"] for r in rows] == [1, 1, 0]
+    assert [[p["answer"] for p in r["paths"]] for r in rows][0] == ["11", "12", "11", "13"]
+    assert s["pass_at_1"] == pytest.approx((0.5 + 1.0 + 0.25) / 3) and s["cons_at_n"] == pytest.approx(2 / 3)
+    assert s["tokens"] == 3 * 4 * 3
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_gen):
@@ -70,17 +100,39 @@ def test_threads_option_sets_torch_threads_and_does_not_block_resume(tmp_path, t
         torch.set_num_threads(before)
 
 
-def test_leap_run_records_traces(tmp_path, tiny_gen):
+class Reasons:
+    """A stateless generator that never finishes a round on its own: every path is still reasoning
+    after round 0, so every path summarizes and reads its peers."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def generate(self, prompts, params):
+        from crosspath.infer.prompts import SUMMARY_OPENER
+
+        def one(pr):
+            if pr.endswith(SUMMARY_OPENER):
+                return Completion(text="the sum is 5.</summarize>", token_ids=[1] * 4, finish_reason="stop",
+                                  stop="</summarize>")
+            if pr.endswith("\\boxed{"):
+                return Completion(text="5}", token_ids=[1, 2], finish_reason="length")
+            return Completion(text="Adding the numbers.\n\nStill", token_ids=[1] * 5, finish_reason="length")
+        return [one(pr) for pr in prompts]
+
+
+def test_leap_run_records_traces(tmp_path, tiny):
     cfg = _cfg(tmp_path, method="leap", rounds=2, round_tokens=5, summary_tokens=3, answer_tokens=3, limit=2,
-               batch_questions=2, paths=3)
-    run(cfg, generator=tiny_gen, progress=False)
+               batch_questions=2, paths=3, peers_k=2)
+    run(cfg, generator=Reasons(tiny[1]), progress=False)
     rows = read_results(tmp_path / "run" / "results.jsonl")
+    assert len(rows) == 2
     for r in rows:
-        for p in r["paths"]:
+        for n, p in enumerate(r["paths"]):
             rd = p["rounds"][0]
-            if "summary" in rd:  # the path was still running after round 0
-                assert "peers" in rd and all({"peer", "similarity"} <= set(x) for x in rd["peers"])
-                assert "correct" in rd
+            assert rd["summary"] == "So far, the sum is 5."  # the opener the loop wrote, and the text
+            assert len(rd["peers"]) == 2 and n not in [x["peer"] for x in rd["peers"]]
+            assert all({"peer", "similarity"} <= set(x) for x in rd["peers"])
+            assert "correct" in rd and p["answer"] == "5"
 
 
 def test_cli_run_prints_table(tmp_path, capsys, tiny_gen):

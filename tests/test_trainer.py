@@ -264,7 +264,8 @@ def test_config_choices_match_the_math_modules_and_cli_stays_light():
     from crosspath import train
     from crosspath.train import grpo, m3po
 
-    assert (train.LOSS_TYPES, train.SCALES, train.WEIGHTINGS) == (grpo.LOSS_TYPES, grpo.SCALES, m3po.WEIGHTINGS)
+    assert (grpo.LOSS_TYPES, grpo.SCALES, m3po.WEIGHTINGS) == (train.LOSS_TYPES, train.SCALES, train.WEIGHTINGS)
+    assert grpo.LOSS_TYPES is train.LOSS_TYPES and m3po.WEIGHTINGS is train.WEIGHTINGS  # one list, no copy
     code = ("import sys, crosspath.train.cli, crosspath.train; crosspath.train.TrainConfig; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
@@ -349,3 +350,17 @@ def test_training_never_sees_the_held_out_split(tmp_path, fake_reward, monkeypat
     train, held = load_splits(replace(cfg, task="hf:me/sums", train_size=10, eval_size=5), log=logs.append)
     assert [p.id for p in train] == ["sums-t2"] and [p.id for p in held] == ["sums-s1"]
     assert "1 training questions of hf:me/sums split 'train' are also in split 'test'" in logs[0]
+
+
+def test_reward_grades_the_marker_text_and_applies_the_marker_rule():
+    """The real reward (no monkeypatch): correctness of the text after the last `####`, and 0 when the
+    marker repeats (unless marker_rule is off). Returns (reward, correct, markers)."""
+    from crosspath.tasks import Problem
+
+    p = Problem(id="1", question="What is 3 + 4?", answer="7", source="rg:chain_sum")
+    assert trainer_mod.reward(p, "3 + 4 = 7 #### 7") == (1.0, True, 1)
+    assert trainer_mod.reward(p, "3 + 4 = 7 #### 8") == (0.0, False, 1)  # the marker's answer counts
+    assert trainer_mod.reward(p, "#### 7 apples") == (1.0, True, 1)
+    assert trainer_mod.reward(p, "#### 6 #### 7") == (0.0, True, 2)  # right, but the marker repeats
+    assert trainer_mod.reward(p, "#### 6 #### 7", marker_rule=False) == (1.0, True, 2)
+    assert trainer_mod.reward(p, "the sum is 7 |||| 7", marker="||||") == (1.0, True, 1)

@@ -42,7 +42,7 @@ def _run_parser(sub):
                                  "checkpoint, or --adapter) with the run's model, task, prompt and held-out set; "
                                  "only --adapter may be combined with it (more options: crosspath train-eval)")
     add_arguments(e, RunConfig, skip={"method", "paths", "temperature", "top_p", "sample_top_k", "min_p", "rounds",
-                                      "round_tokens", "top_k", "router", "similarity", "summary_tokens",
+                                      "round_tokens", "peers_k", "router", "similarity", "summary_tokens",
                                       "comm_rounds", "token_budget", "tags", "leap_t", "prompt", "leap_control"})
     e.set_defaults(func=_cmd_eval)
 
@@ -114,7 +114,7 @@ def _cmd_demo(args) -> int:
 
     common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4,
                   threads=args.threads)
-    leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, top_k=2,
+    leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, peers_k=2,
                      router="dispersed", out=f"{args.out}/leap", **common)
     budget = path_budget(leap)
     indep = RunConfig(method="independent", max_tokens=budget - leap.answer_tokens, answer_tokens=leap.answer_tokens,

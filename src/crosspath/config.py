@@ -32,6 +32,7 @@ import operator
 import re
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,48 @@ def json_dict(text: str) -> dict:
     return value
 
 
+# --- renamed options -----------------------------------------------------------------------------------
+# A config class may declare `RENAMED: ClassVar[dict[str, str]] = {"old_name": "new_name"}`: the old flag
+# and YAML key still work for one release, with a warning; a run's saved config.yaml with the old key is
+# read silently, and `config_hash` hashes the old name, so the hashes of existing runs stay the same.
+
+
+class DeprecatedOption(FutureWarning):
+    """An option given under its old name (see RENAMED)."""
+
+
+def renamed(cls) -> dict[str, str]:
+    """{old name: new name} of a config class (empty for most)."""
+    return dict(getattr(cls, "RENAMED", {}))
+
+
+def upgrade_keys(cls, values: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+    """`values` with old option names mapped to the new ones; with `where` (a YAML file) each old
+    name warns. Both names at once is a ConfigError."""
+    out = dict(values)
+    for old, new in renamed(cls).items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"{where or 'config'}: `{old}` is the old name of `{new}`; give only `{new}`")
+        out[new] = out.pop(old)
+        if where:
+            warnings.warn(f"{where}: `{old}` is deprecated, use `{new}`", DeprecatedOption, stacklevel=3)
+    return out
+
+
+class _DeprecatedFlag(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn(f"{option_string} is deprecated, use {flag(self.dest)}", DeprecatedOption, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> None:
     hints = typing.get_type_hints(cls)
+    for old, new in renamed(cls).items():
+        if new not in skip:  # a scalar option
+            parser.add_argument(flag(old), dest=new, type=_base_type(hints[new])[0], action=_DeprecatedFlag,
+                                default=argparse.SUPPRESS, metavar=new.upper(), help=f"deprecated alias of {flag(new)}")
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -239,6 +280,7 @@ def read_yaml(path: str | Path, cls=None) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got a {type(loaded).__name__}")
     if cls is not None:
+        loaded = upgrade_keys(cls, loaded, where=str(path))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(map(str, loaded)) - names
         if unknown:
@@ -250,7 +292,7 @@ def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None, base:
     """Defaults < `base` (e.g. a run's saved config.yaml) < YAML file < flags given on the command
     line; every value is checked (see `invalid_options`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in names}
+    values: dict[str, Any] = {k: v for k, v in upgrade_keys(cls, base or {}).items() if k in names}
     origin: dict[str, str] = {}
     if yaml_path:
         loaded = read_yaml(yaml_path, cls)
@@ -293,5 +335,7 @@ def save_yaml(cfg, path: Path) -> None:
 
 
 def config_hash(cfg, ignore: set[str] = frozenset()) -> str:
-    d = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
+    """A short hash of the options (renamed ones under their old name: hashes of existing runs stay)."""
+    old = {new: o for o, new in renamed(type(cfg)).items()}
+    d = {old.get(k, k): v for k, v in to_dict(cfg).items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

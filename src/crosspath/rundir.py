@@ -28,6 +28,16 @@ from typing import Any, Iterable
 
 from .errors import CrosspathError
 
+
+def default_run_dir(kind: str, task: str, model: str) -> Path:
+    """The run directory when --out is not given: runs/<kind>-<task>-<model name>, unsafe characters -> "_".
+
+    >>> default_run_dir("train-grpo", "rg:chain_sum", "models/SmolLM2-135M")
+    PosixPath('runs/train-grpo-rg_chain_sum-SmolLM2-135M')
+    """
+    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
+    return Path("runs") / f"{kind}-{clean(task)}-{clean(Path(model).name)}"
+
 LOCK_NAME = ".lock"
 
 
@@ -175,12 +185,13 @@ class Claim:
 
 def claim_run_dir(out: str | Path, config: dict[str, Any], *, markers: Iterable[str], resume: bool = False,
                   overwrite: bool = False, ignore: Iterable[str] = (), clear: Iterable[str] | None = None,
-                  main: bool = True, what: str = "run") -> Claim:
+                  main: bool = True, what: str = "run", renamed: dict[str, str] | None = None) -> Claim:
     """Check, create and lock `out` for a run whose options are `config` (see the module doc).
 
     markers: names whose presence means `out` holds a run; clear: names --overwrite deletes
     (None: everything but the lock); ignore: options that may change on --resume; main: False on
-    the non-zero ranks of a distributed job (they only compare configurations).
+    the non-zero ranks of a distributed job (they only compare configurations); renamed: {old
+    option name: new} (config.RENAMED) so a run saved under the old names resumes.
     """
     out = Path(out)
     lock = None
@@ -195,7 +206,8 @@ def claim_run_dir(out: str | Path, config: dict[str, Any], *, markers: Iterable[
             if saved.exists():
                 from .config import read_yaml
 
-                diff = config_diff(read_yaml(saved), config, ignore)
+                before = {(renamed or {}).get(k, k): v for k, v in read_yaml(saved).items()}  # old option names
+                diff = config_diff(before, config, ignore)
                 if diff:
                     raise RunDirError(f"{out} holds a {what} made with other options: {'; '.join(diff)}. Resume "
                                       "with the same options, use another --out, or --overwrite to replace it")

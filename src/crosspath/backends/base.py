@@ -90,11 +90,16 @@ def has_sessions(gen: Generator) -> bool:
     return all(hasattr(gen, m) for m in ("open", "extend", "rewind", "advance", "text", "close"))
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
-    """Cut `text` right after the earliest stop string. Returns (text, stop or None).
+def cut_at_stop(text: str, stops: Sequence[str], keep_stop: bool = True) -> tuple[str, str | None]:
+    """Cut `text` at the stop string that completes first. Returns (text, stop or None).
+
+    keep_stop=True (backends: a path's text keeps its `</think>`) cuts right after it;
+    keep_stop=False (the OpenAI reply of the server) cuts right before it. Empty stops are ignored.
 
     >>> cut_at_stop("a </think> b", ["</think>"])
     ('a </think>', '</think>')
+    >>> cut_at_stop("a </think> b", ["</think>"], keep_stop=False)
+    ('a ', '</think>')
     """
     best, hit = None, None
     for s in stops:
@@ -103,4 +108,6 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
         i = text.find(s)
         if i >= 0 and (best is None or i + len(s) < best):
             best, hit = i + len(s), s
-    return (text, None) if best is None else (text[:best], hit)
+    if best is None:
+        return text, None
+    return (text[:best] if keep_stop else text[: best - len(hit)]), hit

@@ -24,7 +24,9 @@ from typing import Sequence
 
 import torch
 
+from ..models import cache_kwargs, kv_cache
 from .base import Completion, SamplingParams, cut_at_stop
+from .sampling import candidates, sample
 
 
 @dataclass
@@ -46,61 +48,6 @@ class _Path:
             keep -= 1
         self.ids, self.ends = self.ids[:keep], self.ends[:keep]
         self.kv = self.kv[..., :keep, :] if (self.kv is not None and keep) else None
-
-
-def candidates(logits: torch.Tensor, p: SamplingParams, head: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temperature, top-k, top-p and min-p on raw logits [B, V] -> (probs [B, K], token ids [B, K]).
-
-    Only the tokens that can still be drawn are returned (K <= V), so sampling costs O(K). top-p
-    and min-p first look at the `head` most likely tokens and fall back to the whole vocabulary
-    when a row's nucleus does not fit there, so the result is exact.
-    """
-    B, V = logits.shape
-    if p.temperature <= 0:
-        ids = logits.argmax(-1, keepdim=True)  # [B, 1]
-        return torch.ones_like(ids, dtype=logits.dtype), ids
-    logits = logits / p.temperature  # [B, V]
-    if p.top_k and 0 < p.top_k < V:
-        logits, ids = torch.topk(logits, p.top_k, dim=-1)  # [B, k]
-    else:
-        ids = None
-    probs = torch.softmax(logits, dim=-1)  # [B, K]
-    if p.top_p >= 1.0 and not p.min_p:
-        return probs, (ids if ids is not None else torch.arange(V, device=logits.device).expand(B, V))
-    K = probs.shape[-1]
-    sp, order = torch.topk(probs, min(head, K), dim=-1)  # [B, h], sorted descending
-    cum = sp.cumsum(-1)
-    # the kept set is the intersection of the nucleus and the min-p set: exact if either fits in the head
-    fits = (p.top_p < 1.0 and bool((cum[:, -1] >= p.top_p).all())) or \
-        (bool(p.min_p) and bool((sp[:, -1] < p.min_p * sp[:, 0]).all()))
-    if not fits and sp.shape[-1] < K:
-        sp, order = probs.sort(-1, descending=True)  # [B, K]
-        cum = sp.cumsum(-1)
-    keep = torch.ones_like(sp, dtype=torch.bool)
-    if p.top_p < 1.0:
-        keep &= (cum - sp) < p.top_p  # the smallest prefix reaching top_p
-    if p.min_p:
-        keep &= sp >= p.min_p * sp[:, :1]
-    sp = sp.masked_fill(~keep, 0.0)
-    cand = order if ids is None else ids.gather(-1, order)
-    return sp / sp.sum(-1, keepdim=True), cand
-
-
-def process_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    """The full processed distribution [B, V] (see `candidates`)."""
-    probs, ids = candidates(logits, p)
-    return torch.zeros_like(logits).scatter(-1, ids, probs)
-
-
-def sample(probs: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
-    """One index per row of probs [B, K] -> [B]: argmax(p / E) with E ~ Exp(1) is an exact sample
-    from p (the exponential race), and cheaper on a CPU than torch.multinomial. With `generators`,
-    row r draws its noise from generators[r] (per-request seeds)."""
-    if generators is None:
-        noise = torch.empty_like(probs).exponential_()  # [B, K]
-    else:
-        noise = torch.stack([torch.empty_like(probs[0]).exponential_(generator=g) for g in generators])
-    return (probs / noise).argmax(-1)
 
 
 class HFGenerator:
@@ -192,13 +139,25 @@ class HFGenerator:
 
     @torch.no_grad()
     def _advance(self, handles: list[int], params: SamplingParams) -> list[Completion]:
+        """Prefill the pending text of B paths at once, then decode one token per step.
+
+        Cache layout of the batch (b = rows still running, c_i = len(paths[i].ids), p_i = pending tokens):
+
+            columns  [0, C)                      [C, C+P)                    [C+P, C+P+t)
+            row i    pad ... pad | c_i cached    pad ... pad | p_i pending     sampled tokens
+                     (left padding, mask 0)     (the "hole", mask 0)          (mask 1)
+
+        C = max c_i, P = max p_i; `mask` [b, C+P+t] marks the real columns, position ids count them
+        only, so a row computes what it would alone. A finished row leaves the batch (`_finish` copies
+        its real columns out); the others keep every column, so `mask` and the cache stay aligned.
+        """
         if params.max_tokens <= 0:
             return [Completion(text="", finish_reason="length") for _ in handles]
         paths = [self._paths[h] for h in handles]
         pend = [self._pending_ids(p) for p in paths]
         B, dev = len(paths), self.device
-        C = max(len(p.ids) for p in paths)
-        P = max(len(ids) for ids, _ in pend)
+        C = max(len(p.ids) for p in paths)  # widest cache
+        P = max(len(ids) for ids, _ in pend)  # widest pending text
         input_ids = torch.full((B, P), self.pad_id, dtype=torch.long, device=dev)  # [B, P]
         mask = torch.zeros(B, C + P, dtype=torch.long, device=dev)  # [B, C+P]
         pos = torch.zeros(B, P, dtype=torch.long, device=dev)  # [B, P]
@@ -218,19 +177,21 @@ class HFGenerator:
         if C:
             from transformers import DynamicCache
 
-            devs = self._kv_devices or [dev] * kv.shape[0]  # each layer's device (several with a device_map)
+            devs = self._kv_devices or [dev] * kv.shape[0]  # [layers] each layer's device (several with a device_map)
             cache = DynamicCache(ddp_cache_data=[(kv[l, 0].to(devs[l]), kv[l, 1].to(devs[l])) for l in range(kv.shape[0])])
-        fed = [list(p.ids) + ids for p, (ids, _) in zip(paths, pend)]  # tokens whose KV is/will be cached
+        # per path i (python lists, not tensors): fed[i] [c_i + p_i (+ sampled so far)] token ids whose KV
+        # is or will be in the cache, in order; ends[i] [c_i + p_i] char offset in the text where each ends
+        fed = [list(p.ids) + ids for p, (ids, _) in zip(paths, pend)]
         ends = [list(p.ends) + e for p, (_, e) in zip(paths, pend)]
 
-        gens = None
+        gens = None  # [B] one torch.Generator per path (seed + row) when seeded
         if params.seed is not None:
             gens = [torch.Generator(device=dev).manual_seed(params.seed + i) for i in range(B)]
         max_stop = max((len(s) for s in params.stop), default=0)
-        rows = list(range(B))  # batch row -> index into `paths`
-        gen: list[list[int]] = [[] for _ in range(B)]
-        lps: list[list[float]] = [[] for _ in range(B)]
-        tops: list[list[list[float]]] = [[] for _ in range(B)]  # per token: the k largest log-probs
+        rows = list(range(B))  # [b] batch row -> index into `paths`
+        gen: list[list[int]] = [[] for _ in range(B)]  # [B][steps] tokens sampled for each path
+        lps: list[list[float]] = [[] for _ in range(B)]  # [B][steps] their log-probs (params.logprobs)
+        tops: list[list[list[float]]] = [[] for _ in range(B)]  # [B][steps][k] per token: the k largest log-probs
         results: list[Completion | None] = [None] * B
         next_pos = pos[:, -1] + 1  # [B]
         # paths that start from nothing with the same text (a question's N paths) share one prefill
@@ -241,16 +202,16 @@ class HFGenerator:
             out = self.model(input_ids=input_ids[uniq], attention_mask=mask[uniq], position_ids=pos[uniq],
                              use_cache=True, logits_to_keep=1)
             expand = torch.tensor(row_slot)  # [B]; CPU indices select on any device
-            out.past_key_values.batch_select_indices(expand)  # [U, ...] -> [B, ...]
+            kv_cache(out).batch_select_indices(expand)  # [U, heads, P, head_dim] per layer -> [B, ...]
             logits_next = out.logits[expand, -1, :]  # [B, V]
         else:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
-            logits_next = out.logits[:, -1, :]
-        cache = out.past_key_values
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1, **({} if cache is None else cache_kwargs(cache)))
+            logits_next = out.logits[:, -1, :]  # [B, V]
+        cache = kv_cache(out)  # per layer keys/values [B, heads, C+P, head_dim]
         for step in range(params.max_tokens):
             logits = logits_next.float()  # [b, V]
-            probs, cand = candidates(logits, params)  # [b, K], [b, K]
+            probs, cand = candidates(logits, params.temperature, params.top_k, params.top_p, params.min_p)  # [b, K]
             pick = sample(probs, None if gens is None else [gens[i] for i in rows])  # [b]
             tok = cand.gather(-1, pick[:, None]).squeeze(-1)  # [b]
             if params.logprobs:
@@ -289,40 +250,48 @@ class HFGenerator:
             # feed the sampled tokens of the rows still running
             for r, i in enumerate(rows):
                 fed[i].append(gen[i][-1])
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)  # [b, C+P+step+1]
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
-            cache, logits_next = out.past_key_values, out.logits[:, -1, :]
-            next_pos = next_pos + 1
+                             use_cache=True, **cache_kwargs(cache))
+            cache, logits_next = kv_cache(out), out.logits[:, -1, :]  # keys/values [b, heads, C+P+step+1, hd]; [b, V]
+            next_pos = next_pos + 1  # [b]
         return results  # type: ignore[return-value]
 
     def _finish(self, p: _Path, gen: list[int], fed: list[int], ends: list[int], cache, mask, row: int,
                 params: SamplingParams, lps: list[float], tops: list[list[float]] | None = None) -> Completion:
-        """Cut the completion at its stop string; keep the cache of the tokens that stay in the text."""
+        """Cut the completion at its stop string; keep the cache of the tokens that stay in the text.
+
+        `row` is the path's row in the running batch: `cache` holds keys/values [b, heads, W, head_dim]
+        per layer and `mask` [b, W] its real columns (W = C + P + steps; see `_advance`). gen [steps]
+        are this call's sampled tokens, fed [c + p + steps - 1] the tokens whose KV is in the row (the
+        last sampled token was never fed), ends [c + p] their char ends before this call; lps/tops
+        [steps] their log-probs and top-k log-probs when asked for.
+        """
         body = gen[:-1] if gen and gen[-1] in self.eos_ids else gen
         text = self.tok.decode(body, skip_special_tokens=True)
         text, hit = cut_at_stop(text, params.stop)
         eos = bool(gen) and gen[-1] in self.eos_ids
         reason = "stop" if (hit or eos) else "length"
         # char ends of the generated tokens (valid when per-token pieces add up to the whole text)
-        pieces = [len(self.tok.decode([t], skip_special_tokens=True)) for t in body]
+        pieces = [len(self.tok.decode([t], skip_special_tokens=True)) for t in body]  # [len(body)] chars
         base = len(p.text)
         if sum(pieces) == len(self.tok.decode(body, skip_special_tokens=True)):
             gen_ends = [base + e for e in itertools.accumulate(pieces)]
         else:  # a multi-byte character split across tokens: keep none of this call's tokens
             gen_ends = [10**12] * len(body)
-        n_prev = len(fed) - (len(gen) - 1)  # tokens fed before this call's generated ones
-        all_ends = ends[:n_prev] + gen_ends[: len(fed) - n_prev]
+        n_prev = len(fed) - (len(gen) - 1)  # c + p: tokens fed before this call's generated ones
+        all_ends = ends[:n_prev] + gen_ends[: len(fed) - n_prev]  # [len(fed)] char end of every fed token
         new_len = base + len(text)
         keep = 0
         while keep < len(all_ends) and all_ends[keep] <= new_len:
             keep += 1
         keep = 0 if p.ephemeral else min(keep, len(fed))
-        valid = mask[row, : cache.layers[0].keys.shape[-2]].nonzero().squeeze(-1)[:keep].cpu()  # [keep]
+        # [keep] cache columns of the row's first `keep` real tokens (padding and the hole skipped)
+        valid = mask[row, : cache.layers[0].keys.shape[-2]].nonzero().squeeze(-1)[:keep].cpu()
         if keep:
             self._kv_devices = [lay.keys.device for lay in cache.layers]
             p.kv = torch.stack([torch.stack([lay.keys[row][:, valid].to(self.device), lay.values[row][:, valid].to(self.device)])
-                                for lay in cache.layers])
+                                for lay in cache.layers])  # [layers, 2, kv_heads, keep, head_dim], compact
         else:
             p.kv = None
         p.ids, p.ends = fed[:keep], all_ends[:keep]

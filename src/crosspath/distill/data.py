@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..jsonl import read_jsonl as read_rows  # noqa: F401  (distill's name for it)
+
 IGNORE = -100
 
 
@@ -45,34 +47,6 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE where no loss
     chars: int  # characters of the target that carry loss (the router's per-character normaliser)
-
-
-def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
-    """JSONL rows; a half-written (unterminated or unparseable) last line is skipped, not an error.
-
-    `repair` also cuts that line off the file (the writer does this before appending to it).
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows, good = [], 0
-    raw = path.read_bytes()
-    lines = raw.splitlines(keepends=True)
-    for n, line in enumerate(lines):
-        try:
-            if line.strip():
-                if not line.endswith(b"\n") and n == len(lines) - 1:
-                    raise ValueError("unterminated last line")
-                rows.append(json.loads(line))
-            good += len(line)
-        except ValueError:
-            if n == len(lines) - 1:
-                break
-            raise ValueError(f"{path}:{n + 1}: not a JSON line") from None
-    if repair and good < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return rows
 
 
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..backends import BACKENDS
 from ..backends.base import SamplingParams
 from ..config import DTYPES, field
-from ..infer.runner import BACKENDS
 from .data import read_rows, write_rows
 from .prompts import JUDGE, JUDGE_PREFILL, parse_verdict
 

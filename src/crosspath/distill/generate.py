@@ -10,7 +10,7 @@ Resumable: rows already in the output file are skipped by (id, style, sample), a
 last line (a killed run) is cut off before appending. Batches are cut from the whole question list
 and seeded by their index (request i of a call uses seed + i), so a resumed run samples what an
 uninterrupted one would, except inside a batch that was killed half-way through its writing.
-Any backend works (hf, openai-compatible servers, vllm) through `crosspath.infer.runner.make_generator`.
+Any backend works (hf, openai-compatible servers, vllm) through `crosspath.backends.make_generator`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..backends import BACKENDS
 from ..backends.base import SamplingParams
 from ..config import DTYPES, field
-from ..infer.runner import BACKENDS
 from ..models import DEFAULT_MODEL
 from ..tasks import grade, load_task
 from .prompts import STYLE_NAMES, STYLES
@@ -56,11 +56,11 @@ class GenerateConfig:
 
 def make_backend(model: str, backend: str = "hf", base_url=(), api_key=None, served_model=None, concurrency=16,
                  dtype="auto"):
-    """A Generator for `model` through crosspath's runner (one place that knows the backends)."""
-    from ..infer.runner import RunConfig, make_generator
+    """A Generator for `model` (backends.make_generator: the one place that knows the backends)."""
+    from ..backends import make_generator
 
-    return make_generator(RunConfig(model=model, backend=backend, base_url=list(base_url), api_key=api_key,
-                                    served_model=served_model, concurrency=concurrency, dtype=dtype))
+    return make_generator(backend, model, base_url=list(base_url), api_key=api_key, served_model=served_model,
+                          concurrency=concurrency, dtype=dtype)
 
 
 def render_for(gen, model: str) -> Callable[[str], str]:

@@ -73,7 +73,7 @@ CONTROLS = ("no-peers", "no-summaries")
 class LeapOptions:
     rounds: int = 3  # R: rounds of reasoning (communication after each but the last)
     round_tokens: int = 512  # T: new tokens per round (the paper: 2048-4096 for 7B models)
-    top_k: int = 2  # k: peers each path receives (the paper's tables: 4; its N=4 scripts: 2)
+    peers_k: int = 2  # k: peers each path receives (the paper's tables: 4; its N=4 scripts: 2)
     router: str = "dispersed"  # dispersed | clustered | hybrid | random | all
     summary_tokens: int = 64  # S: summary budget (the paper: 256 at T=2048, a 1:8 ratio)
     answer_tokens: int = 64  # A: budget of the forced final answer
@@ -119,7 +119,7 @@ class LeapState:
 
     problems: Sequence[Problem]
     paths: list[PathState]  # question-major, path order within a question: the order of every call
-    sample: dict  # sampling options of every call: temperature, top_p, top_k, min_p
+    sample: dict  # sampling options of every call: temperature, top_p, sample_top_k, min_p
     seed: int  # round r's calls use seed + 10_000 r (+ 5_000 for summaries); the forced answer seed + 99_999
     rng: random.Random  # the random router's
     conf_bars: list[float] | None = None  # per question: the confidence threshold set after round 0 (conf_stop)
@@ -332,10 +332,10 @@ def route(state: LeapState, receivers: list[PathState], opts: LeapOptions,
         pool = [p for p in state.of(q) if p.summary is not None and not p.trace.finished]
         if opts.router == "confident":  # the k most confident peers (ties: path order)
             ranked = sorted(pool, key=lambda p: (-(p.confidence or 0.0), p.index))
-            routed += [(p, [(o, o.confidence or 0.0) for o in ranked if o is not p][: opts.top_k]) for p in mine]
+            routed += [(p, [(o, o.confidence or 0.0) for o in ranked if o is not p][: opts.peers_k]) for p in mine]
             continue
         local = {p.id: j for j, p in enumerate(pool)}
-        chosen = route_all(similarity([p.summary for p in pool]), opts.top_k, opts.router, state.rng,
+        chosen = route_all(similarity([p.summary for p in pool]), opts.peers_k, opts.router, state.rng,
                            members=[local[p.id] for p in mine], pool=range(len(pool)))
         routed += [(p, [(pool[j], s) for j, s in chosen[local[p.id]]]) for p in mine]
     return routed

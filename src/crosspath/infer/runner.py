@@ -14,11 +14,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
+from .. import backends
+from ..backends.factory import BACKENDS
 from ..config import DTYPES, ConfigError, check, config_hash, field, save_yaml, to_dict
+from ..jsonl import read_jsonl as read_results  # noqa: F401  (the runner's name for it)
 from ..models import DEFAULT_MODEL
-from ..rundir import RunDirError, claim_run_dir
+from ..rundir import RunDirError, claim_run_dir, default_run_dir
 from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
@@ -27,11 +30,12 @@ from .leap import CONTROLS, PROMPTS, LeapOptions
 from .paths import PathStore
 
 METHODS = ("independent", "leap", "greedy", "deepconf", "pacore", "moa")
-BACKENDS = ("hf", "openai", "vllm")
 
 
 @dataclass
 class RunConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+
     method: str = field("independent", "inference method", choices=METHODS)
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
     adapter: str | None = field(None, "LoRA adapter: hf and vllm: a peft folder applied on top of the model; openai: "
@@ -81,7 +85,7 @@ class RunConfig:
     # LeaP
     rounds: int = field(3, "LeaP: rounds of reasoning; paths communicate after each but the last", ge=1)
     round_tokens: int = field(512, "LeaP: T, new tokens per round", ge=1)
-    top_k: int = field(2, "LeaP: k, peers' summaries each path receives", ge=0)
+    peers_k: int = field(2, "LeaP: k, peers' summaries each path receives (was --top-k)", ge=0)
     router: str = field("dispersed", "LeaP: dispersed | clustered | hybrid | random | all | confident (the k most "
                                      "confident peers; records token confidence)",
                         choices=("dispersed", "clustered", "hybrid", "random", "all", "confident"))
@@ -134,58 +138,17 @@ RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_
 
 
 def default_out(cfg: RunConfig) -> Path:
-    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
-    return Path("runs") / f"{cfg.method}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
+    return default_run_dir(cfg.method, cfg.task, cfg.model)
 
 
 def make_generator(cfg: RunConfig):
-    """The backend of `cfg`; a vLLM engine is shared by every run of this process with the same engine options."""
-    if cfg.backend == "hf":
-        from ..backends.hf import HFGenerator
-
-        return HFGenerator.from_name(cfg.model, dtype=cfg.dtype, adapter=cfg.adapter, device_map=cfg.device_map)
-    if cfg.backend == "openai":
-        from ..backends.openai import OpenAIGenerator
-
-        if not cfg.base_url:
-            raise ValueError("the openai backend needs --base-url http://host:port (one or several)")
-        if cfg.adapter and (Path(cfg.adapter) / "adapter_config.json").exists():
-            raise ValueError(f"--adapter {cfg.adapter!r} is a local adapter folder; the openai backend needs the name "
-                             "the server serves it under (vllm serve BASE --enable-lora --lora-modules NAME=PATH, "
-                             "then --adapter NAME)")
-        return OpenAIGenerator(cfg.base_url, model=cfg.adapter or cfg.served_model or cfg.model, api_key=cfg.api_key,
-                               concurrency=cfg.concurrency)
-    if cfg.backend == "vllm":
-        from ..backends.vllm import VLLMGenerator
-        from ..models import load_tokenizer, resolve
-
-        return VLLMGenerator(resolve(cfg.model), tokenizer=load_tokenizer(cfg.model), adapter=cfg.adapter,
-                             dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-                             gpu_memory_utilization=cfg.gpu_memory_utilization,
-                             tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
-                             cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed, shared=True)
-    raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
-
-
-def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of a results.jsonl, without a half-written last line; `repair` also cuts that line off
-    the file (only the run that owns the file does this, before appending)."""
-    if not path.exists():
-        return []
-    rows, good = [], 0
-    raw = path.read_bytes()
-    for line in raw.splitlines(keepends=True):
-        try:
-            if not line.endswith(b"\n"):
-                raise ValueError("unterminated")
-            rows.append(json.loads(line))
-            good += len(line)
-        except ValueError:
-            break
-    if repair and good < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return rows
+    """The backend of `cfg` (backends.factory.make_generator with the run's options)."""
+    return backends.make_generator(
+        cfg.backend, cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device_map=cfg.device_map,
+        base_url=cfg.base_url, api_key=cfg.api_key, served_model=cfg.served_model, concurrency=cfg.concurrency,
+        max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
+        cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed)
 
 
 def _grade_rounds(problem, rounds: list[dict]) -> int:
@@ -271,7 +234,7 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     results = out / "results.jsonl"
     chash = config_hash(cfg, RUN_KEYS_IGNORED)
-    claim = claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), resume=cfg.resume, overwrite=cfg.overwrite,
+    claim = claim_run_dir(out, to_dict(cfg), markers=("results.jsonl",), renamed=RunConfig.RENAMED, resume=cfg.resume, overwrite=cfg.overwrite,
                           ignore=RUN_KEYS_IGNORED, clear=("results.jsonl", "summary.json"))
     try:
         return _run(cfg, out, results, chash, claim, generator, problems, progress)
@@ -427,7 +390,7 @@ def _method(cfg: RunConfig):
 
 def leap_options(cfg: RunConfig) -> LeapOptions:
     """The LeaP options of a run (ValueError when they do not go together, e.g. --leap-t --prompt leap)."""
-    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, top_k=cfg.top_k, router=cfg.router,
+    return LeapOptions(rounds=cfg.rounds, round_tokens=cfg.round_tokens, peers_k=cfg.peers_k, router=cfg.router,
                        summary_tokens=cfg.summary_tokens, answer_tokens=cfg.answer_tokens,
                        comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None,
                        token_budget=cfg.token_budget, tags=cfg.tags, leap_t=cfg.leap_t, prompt=cfg.prompt,

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from .. import jsonl
 from .markup import esc, strip_machine_paths
 from .rows import SkippedLineWarning, read_results
 
@@ -102,17 +103,7 @@ def page(title: str, subtitle: str, body: str) -> str:
 
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSONL file; lines that do not parse (half-written) are skipped, the file is untouched."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return [row for row in jsonl.read_jsonl(path, skip_bad=True) if isinstance(row, dict)]
 
 
 def _read_yaml(path: Path) -> tuple[dict | None, str | None]:

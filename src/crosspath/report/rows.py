@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import read_numbered
+
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -90,25 +92,14 @@ def check_row(row: Any) -> str | None:
 
 def read_results(path: Path) -> tuple[list[dict], list[tuple[int, str]]]:
     """(usable rows, [(line number, what is wrong)] for every skipped line). The file is only read."""
-    if not path.exists():
-        return [], []
-    lines = path.read_text(errors="replace").split("\n")
     rows, skipped = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            if n < len(lines):  # the last line, without its newline, is being written right now
-                skipped.append((n, "not valid JSON"))
-            continue
+    for n, row in read_numbered(path, skip_bad=True, bad=skipped):
         problem = check_row(row)
         if problem:
             skipped.append((n, problem))
         else:
             rows.append(row)
-    return rows, skipped
+    return rows, sorted(skipped)
 
 
 class SkippedLineWarning(UserWarning):

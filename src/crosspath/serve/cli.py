@@ -16,7 +16,7 @@ independent sampling, then a majority vote over the paths' answers. The reply is
 path's text; `usage` counts the tokens of every path; an extra field `crosspath` holds each path's
 answer, its summaries and peers per round, and the votes. stream=true sends a chunk per round.
 A request may override options in its body: {"crosspath": {"paths": 4, "rounds": 2, ...}}
-(keys: method, paths or n_paths, rounds, round_tokens, top_k, router, summary_tokens,
+(keys: method, paths or n_paths, rounds, round_tokens, peers_k (old name top_k), router, summary_tokens,
 answer_tokens, wrap), within the limits below. See docs/serve.md."""
 
 EPILOG = """\

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from ..config import field
 from ..infer.prompts import FINAL_ANSWER, RECAP_TRIGGERS, SUMMARY_OPENER, TAG_SETS, peer_block, summary_request
@@ -43,6 +43,8 @@ class RequestError(ValueError):
 
 @dataclass
 class ServeConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+
     # ---- model and backend ----
     model: str = reuse("model")
     served_model_name: str | None = field(None, "model name in /v1/models and in replies; a request naming "
@@ -71,7 +73,7 @@ class ServeConfig:
     paths: int = reuse("paths")
     rounds: int = reuse("rounds")
     round_tokens: int = reuse("round_tokens")
-    top_k: int = reuse("top_k")
+    peers_k: int = reuse("peers_k")
     router: str = reuse("router")
     similarity: str = reuse("similarity")
     summary_tokens: int = reuse("summary_tokens")
@@ -110,7 +112,7 @@ class ServeConfig:
         return self.served_model_name or self.model
 
     def run_config(self) -> RunConfig:
-        """The RunConfig that `runner.make_generator` understands."""
+        """The RunConfig that `runner.make_generator` understands (its backend part)."""
         return RunConfig(model=self.model, adapter=self.adapter, backend=self.backend, base_url=list(self.base_url),
                          api_key=self.upstream_api_key, served_model=self.upstream_model,
                          concurrency=self.concurrency, dtype=self.dtype, seed=self.seed)
@@ -137,7 +139,7 @@ def check_auth(cfg: ServeConfig) -> str | None:
 
 
 # Keys of the request's `crosspath` object -> type; `n_paths` is an alias of `paths`.
-OVERRIDES: dict[str, type] = {"method": str, "paths": int, "rounds": int, "round_tokens": int, "top_k": int,
+OVERRIDES: dict[str, type] = {"method": str, "paths": int, "rounds": int, "round_tokens": int, "peers_k": int,
                               "router": str, "summary_tokens": int, "answer_tokens": int, "wrap": bool}
 ROUTERS = ("dispersed", "clustered", "hybrid", "random", "all")
 
@@ -150,7 +152,7 @@ class Settings:
     paths: int
     rounds: int
     round_tokens: int
-    top_k: int
+    peers_k: int
     router: str
     summary_tokens: int
     answer_tokens: int
@@ -164,6 +166,17 @@ class Settings:
     min_p: float
     stop: tuple[str, ...]
     seed: int | None
+
+    def run_config(self, base: RunConfig) -> RunConfig:
+        """These settings as the typed RunConfig the inference methods read (`runner.leap_options` maps
+        it to LeapOptions); backend fields come from `base`. The per-path budget is LeaP's token_budget."""
+        return dataclasses.replace(
+            base, method=self.method, paths=self.paths, rounds=self.rounds, round_tokens=self.round_tokens,
+            peers_k=self.peers_k, router=self.router, summary_tokens=self.summary_tokens, answer_tokens=self.answer_tokens,
+            comm_rounds=None if self.comm_rounds is None else list(self.comm_rounds), tags=self.tags,
+            leap_t=self.leap_t, max_tokens=self.max_tokens, token_budget=self.max_tokens,
+            temperature=self.temperature, top_p=self.top_p, sample_top_k=self.sample_top_k, min_p=self.min_p,
+            stop=list(self.stop))
 
     def worst_case_tokens(self) -> int:
         """Most tokens one path can generate under these settings."""
@@ -185,7 +198,7 @@ class Settings:
         tags = TAG_SETS[self.tags]
         last = self.rounds - 1
         comms = last if self.comm_rounds is None else len({r for r in self.comm_rounds if 0 <= r < last})
-        k = self.paths - 1 if self.router == "all" else min(self.top_k, self.paths - 1)  # peers per path
+        k = self.paths - 1 if self.router == "all" else min(self.peers_k, self.paths - 1)  # peers per path
         peers = peer_block([SUMMARY_OPENER + "..."] * k, tags)  # all but the peers' own tokens
         per_comm = (max(count(summary_request(0, j, tags)) for j in range(len(RECAP_TRIGGERS)))
                     + count("...\n" + tags.close_summary) + count(peers) + 2 * k * self.summary_tokens)
@@ -203,8 +216,9 @@ def resolve_settings(cfg: ServeConfig, body: dict[str, Any], completion: bool) -
     if not isinstance(over, dict):
         raise _bad("`crosspath` must be an object", "crosspath")
     over = dict(over)
-    if "n_paths" in over:
-        over.setdefault("paths", over.pop("n_paths"))
+    for alias, name in (("n_paths", "paths"), ("top_k", "peers_k")):  # top_k: the old name, for one release
+        if alias in over:
+            over.setdefault(name, over.pop(alias))
     unknown = sorted(set(over) - set(OVERRIDES))
     if unknown:
         raise _bad(f"unknown crosspath option(s) {unknown}; allowed: {sorted(OVERRIDES)} (n_paths = paths)",
@@ -227,9 +241,9 @@ def resolve_settings(cfg: ServeConfig, body: dict[str, Any], completion: bool) -
                    "crosspath.paths", "too_many_paths" if paths > cfg.max_paths else "invalid_value")
     if not 1 <= rounds <= cfg.max_rounds:
         raise _bad(f"rounds must be between 1 and {cfg.max_rounds} (--max-rounds), got {rounds}", "crosspath.rounds")
-    for k in ("round_tokens", "summary_tokens", "answer_tokens", "top_k"):
-        if get(k) < (0 if k == "top_k" else 1):
-            raise _bad(f"{k} must be {'>= 0' if k == 'top_k' else '>= 1'}, got {get(k)}", f"crosspath.{k}")
+    for k in ("round_tokens", "summary_tokens", "answer_tokens", "peers_k"):
+        if get(k) < (0 if k == "peers_k" else 1):
+            raise _bad(f"{k} must be {'>= 0' if k == 'peers_k' else '>= 1'}, got {get(k)}", f"crosspath.{k}")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.max_tokens
     if max_tokens is not None and max_tokens > cfg.max_path_tokens:
         raise _bad(f"max_tokens is a per-path budget and must be <= {cfg.max_path_tokens} (--max-path-tokens), "
@@ -238,7 +252,7 @@ def resolve_settings(cfg: ServeConfig, body: dict[str, Any], completion: bool) -
     stop = (stop,) if isinstance(stop, str) else tuple(s for s in stop if s)
     if len(stop) > 4:
         raise _bad(f"at most 4 stop strings, got {len(stop)}", "stop")
-    s = Settings(method=method, paths=paths, rounds=rounds, round_tokens=get("round_tokens"), top_k=get("top_k"),
+    s = Settings(method=method, paths=paths, rounds=rounds, round_tokens=get("round_tokens"), peers_k=get("peers_k"),
                  router=router, summary_tokens=get("summary_tokens"), answer_tokens=get("answer_tokens"),
                  comm_rounds=tuple(cfg.comm_rounds) if cfg.comm_rounds is not None else None, tags=cfg.tags,
                  leap_t=cfg.leap_t, max_tokens=max_tokens,

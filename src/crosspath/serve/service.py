@@ -30,14 +30,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..backends.base import BackendError, Completion, SamplingParams
+from ..backends.base import BackendError, Completion, SamplingParams, cut_at_stop
 from ..infer import independent, leap
 from ..infer.paths import PathStore, PathTrace
 from ..infer.prompts import LEAP_PREFILL, TAG_SETS, leap_prompt, plain_prompt
 from ..infer.routing import get_similarity
+from ..infer.runner import leap_options
 from ..infer.leap import own_text
 from ..tasks import Problem, SameAnswer, extract_answer, votes
 from .config import RequestError, ServeConfig, Settings, resolve_settings
@@ -117,12 +117,6 @@ def context_length(gen, tok) -> int | None:
     return min(sizes) if sizes else None
 
 
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """OpenAI semantics: the text before the earliest stop string (excluded)."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
 class Service:
     def __init__(self, cfg: ServeConfig, generator=None, tokenizer=None):
         from ..infer.runner import make_generator
@@ -130,7 +124,8 @@ class Service:
         if cfg.backend in ("hf", "vllm") and cfg.workers != 1:
             raise ValueError(f"--workers must be 1 with the {cfg.backend} backend (one model in this process)")
         self.cfg = cfg
-        self.gen = generator if generator is not None else make_generator(cfg.run_config())
+        self.run_cfg = cfg.run_config()  # the backend part of every request's RunConfig
+        self.gen = generator if generator is not None else make_generator(self.run_cfg)
         tok = tokenizer or getattr(self.gen, "tok", None) or getattr(self.gen, "tokenizer", None)
         if tok is None:
             from ..models import load_tokenizer
@@ -203,7 +198,7 @@ class Service:
                 raise RequestError(400, f"{param}: the prompt is {n} tokens and with these options a path may add "
                                         f"up to {grow} more, over the model's context of {self.context} tokens; "
                                         "send a shorter prompt or lower max_tokens or crosspath rounds, "
-                                        "round_tokens, summary_tokens, top_k", param=param,
+                                        "round_tokens, summary_tokens, peers_k", param=param,
                                    code="context_length_exceeded")
         return req
 
@@ -274,15 +269,11 @@ class Service:
             return r.prefix
 
         store = GuardedStore(self.gen, lambda: any(not j.over and not j.cancelled for j in jobs))
-        cfg = SimpleNamespace(paths=s.paths, temperature=s.temperature, top_p=s.top_p, sample_top_k=s.sample_top_k,
-                              top_k=s.sample_top_k, min_p=s.min_p, max_tokens=s.max_tokens, stop=list(s.stop))
+        cfg = s.run_config(self.run_cfg)  # typed: the same RunConfig -> LeapOptions mapping as `crosspath run`
         problems = [Problem(id=str(j.id), question=r.question, answer="", source="serve") for j, r in zip(jobs, reqs)]
         try:  # errors reach _attempt
             if s.method == "leap":
-                opts = leap.LeapOptions(rounds=s.rounds, round_tokens=s.round_tokens, top_k=s.top_k, router=s.router,
-                                        summary_tokens=s.summary_tokens, answer_tokens=s.answer_tokens,
-                                        comm_rounds=s.comm_rounds, token_budget=s.max_tokens, tags=s.tags,
-                                        leap_t=s.leap_t)
+                opts = leap_options(cfg)
                 on_round = lambda r, state: self._on_round(jobs, store, state, s, r)  # noqa: E731
                 traces = leap.solve(problems, store, cfg, render, seed, opts, self.similarity, on_round=on_round)
             else:
@@ -316,7 +307,7 @@ class Service:
         answers = [extract_answer(t.own_text if t.own_text is not None else t.text) for t in traces]
         ranked = votes_of(answers)
         consensus, pick = (ranked[0]["answer"], ranked[0]["paths"][0]) if ranked else (None, 0)
-        text, stopped = _cut_at_stop(traces[pick].text, s.stop)
+        text, stopped = cut_at_stop(traces[pick].text, s.stop, keep_stop=False)
         finish = "stop" if stopped or traces[pick].finish not in ("length", "budget") else "length"
         prompt_tokens = req.prompt_tokens * len(traces)
         completion_tokens = sum(t.tokens for t in traces)
@@ -328,7 +319,8 @@ class Service:
                  "paths": paths, "batch": batch,
                  "config": {"paths": s.paths, "max_tokens": s.max_tokens, "temperature": s.temperature,
                             "top_p": s.top_p, "seed": s.seed,
-                            **({"rounds": s.rounds, "round_tokens": s.round_tokens, "top_k": s.top_k,
+                            **({"rounds": s.rounds, "round_tokens": s.round_tokens, "peers_k": s.peers_k,
+                                "top_k": s.peers_k,  # the old name of peers_k, for one release
                                 "router": s.router, "summary_tokens": s.summary_tokens,
                                 "answer_tokens": s.answer_tokens} if s.method == "leap" else {})}}
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

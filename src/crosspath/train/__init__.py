@@ -26,18 +26,22 @@ must not import torch, because `crosspath --help` builds the train flags from it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from crosspath.config import DTYPES, field
 from crosspath.models import DEFAULT_MODEL
 
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # == grpo.LOSS_TYPES (a test checks)
-SCALES = ("group", "batch", "none")  # == grpo.SCALES
-WEIGHTINGS = ("similarity", "uniform")  # == m3po.WEIGHTINGS
+# the one list of each (grpo.py and m3po.py import them; here they stay importable without torch)
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # grpo.policy_loss
+SCALES = ("group", "batch", "none")  # grpo.group_advantages
+WEIGHTINGS = ("similarity", "uniform")  # m3po
 TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
 
 
 @dataclass
 class TrainConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"top_k": "sample_top_k"}  # old flag / YAML key, accepted with a warning
+
     algo: str = field("grpo", "grpo, or m3po (GRPO + cross-path blend of thinking inputs)", choices=("grpo", "m3po"))
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
     dtype: str = field("float32", "weights dtype: float32, bfloat16 (GPU), float16", choices=DTYPES)
@@ -59,7 +63,7 @@ class TrainConfig:
     group_size: int = field(8, "G: completions per question", ge=2)
     max_new_tokens: int = field(64, "completion length (paper: 1024)", ge=1)
     temperature: float = field(0.8, "sampling temperature, also applied to the loss log-probs (HRPO: 0.5)", gt=0)
-    top_k: int = field(0, "sampling top-k (0 = off)", ge=0)
+    sample_top_k: int = field(0, "sampling top-k (0 = off; was --top-k)", ge=0)
     top_p: float = field(1.0, "sampling top-p (1 = off)", gt=0, le=1)
     lr: float = field(5e-5, "peak learning rate (paper: 5e-6 with LoRA r 32)", gt=0)
     betas: list[float] = field([0.9, 0.99], "AdamW betas", ge=0, lt=1)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import torch
 
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
-SCALES = ("group", "batch", "none")
+from crosspath.train import LOSS_TYPES, SCALES  # the choices live with TrainConfig (importable without torch)
 
 
 def group_advantages(

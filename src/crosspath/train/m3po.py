@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from crosspath.train import WEIGHTINGS  # the choices live with TrainConfig (importable without torch)
+
 LAMBDA = 0.1  # blend weight of the peer mix (paper: 0.1 best; >= 0.5 collapses)
 TEMPERATURE = 0.1  # softmax temperature on the cosine similarities (0.1 beats 0.5 and 1.0)
-WEIGHTINGS = ("similarity", "uniform")
 
 
 def _blend_batched(

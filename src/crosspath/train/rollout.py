@@ -5,7 +5,7 @@
     times), then one token per step with a KV cache:
 
     step t:  logits_t  = model(input of step t - 1 | cache)[:, -1]         [N, V]   N = B*G
-             probs_t   = softmax(filter(logits_t / temperature))           top-k, then top-p
+             probs_t   = sampling_probs(logits_t, temperature, top_k, top_p)  backends/sampling.py
              token_t   ~ probs_t                                           (argmax if temperature 0)
              e_t       = embedding(token_t)                                [N, D]
              h_t       = input_hook(t, probs_t, e_t, thinking_t) or e_t    M3PO: m3po.make_hook(G)
@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from crosspath.backends.sampling import sampling_probs
 from crosspath.models import cache_kwargs, kv_cache
 from crosspath.train.grpo import token_logprobs
 
@@ -119,33 +120,6 @@ def trim(r: Rollout) -> Rollout:
                    completion_ids=cut(r.completion_ids), completion_mask=cut(r.completion_mask),
                    thinking_mask=cut(r.thinking_mask), logprobs=cut(r.logprobs),
                    sampling_logprobs=cut(r.sampling_logprobs), inputs_embeds=cut(r.inputs_embeds))
-
-
-def sampling_probs(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
-) -> torch.Tensor:
-    """Next-token distribution actually sampled from. logits: [N, V] -> probs [N, V] float32.
-
-    temperature 0 = greedy: a one-hot on the argmax. top_k 0 and top_p 1.0 switch those filters off;
-    top-p keeps the smallest set of most likely tokens whose mass reaches top_p (at least one).
-
-    Example: sampling_probs(torch.tensor([[0., 0., 9.]]), top_k=1) -> [[0, 0, 1]]
-    """
-    logits = logits.float()  # [N, V]
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()  # [N, V]
-    logits = logits / temperature  # [N, V]
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [N, 1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))  # [N, V]
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [N, V]
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)  # [N, V]
-        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # [N, V] mass of better tokens
-        drop_sorted = mass_before >= top_p  # [N, V] the first token is never dropped
-        drop = drop_sorted.scatter(-1, order, drop_sorted)  # [N, V] back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))  # [N, V]
-    return torch.softmax(logits, dim=-1)  # [N, V]
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import read_jsonl
+
 CHECKPOINTS = "checkpoints"
 
 
@@ -68,15 +70,7 @@ class RunDir:
             self._writer.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break  # a half-written last line
-        return rows
+        return read_jsonl(self.metrics_path, skip_bad=True)  # a half-written last line is skipped
 
     def truncate_metrics(self, last_step: int) -> None:
         """Keep the lines of steps <= last_step (what was logged after the resumed checkpoint goes)."""

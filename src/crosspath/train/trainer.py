@@ -32,7 +32,7 @@ import torch
 
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
-from crosspath.rundir import claim_run_dir
+from crosspath.rundir import claim_run_dir, default_run_dir
 from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
@@ -57,8 +57,7 @@ RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN)
 
 
 def default_out(cfg: TrainConfig) -> Path:
-    clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
-    return Path("runs") / f"train-{cfg.algo}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
+    return default_run_dir(f"train-{cfg.algo}", cfg.task, cfg.model)
 
 
 def load_splits(cfg: TrainConfig, log=print):
@@ -167,7 +166,7 @@ class Trainer:
         only once the model and the task have loaded (`self._claim.clear()` in __init__)."""
         cfg = self.cfg
         free = RESUME_FREE | set(RESUME_TUNABLE) | {"history"} | (set() if has_splits(cfg.task) else {"split", "eval_split"})
-        self._claim = claim_run_dir(self.out, to_dict(cfg), markers=("metrics.jsonl", CHECKPOINTS),
+        self._claim = claim_run_dir(self.out, to_dict(cfg), markers=("metrics.jsonl", CHECKPOINTS), renamed=cfg.RENAMED,
                                     resume=cfg.resume, overwrite=cfg.overwrite, ignore=free,
                                     clear=("metrics.jsonl", CHECKPOINTS, "samples", "tb", "final"),
                                     main=self.dist.main, what="training run")
@@ -219,7 +218,7 @@ class Trainer:
         try:
             return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                   top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
+                                   top_k=cfg.sample_top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
                                    marker=cfg.marker)
         except RuntimeError as e:  # multinomial on NaN probabilities: the weights already broke
             if "probability tensor" not in str(e):
