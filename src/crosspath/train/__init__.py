@@ -1,8 +1,9 @@
-"""RL training: GRPO and M3PO with LoRA.
+"""RL training: GRPO, M3PO and LeaP-GRPO with LoRA.
 
     grpo.py         group advantages, k3 KL, the policy losses (pure tensor functions)
     m3po.py         the cross-path blend of thinking inputs (pure tensor function)
     rollout.py      step-by-step sampler that can blend inputs and records them; greedy decoding
+    leap_rollout.py LeaP groups as rollouts: the inference loop, with masks of the path's own tokens
     trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
 
 What every trainer shares (distillation too):

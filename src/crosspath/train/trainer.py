@@ -376,7 +376,7 @@ class Trainer:
             p = problems[i // g]
             rows.append({"step": step, "id": p.id, "question": p.question, "gold": p.answer, "text": text,
                          "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
-                         "tokens": int(r.completion_mask[i].sum())})
+                         "tokens": int(loss_mask(r)[i].sum())})
         self.run.write_samples(f"step-{step}", rows)
 
     def evaluate(self) -> dict:
