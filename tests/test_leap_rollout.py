@@ -150,3 +150,23 @@ def test_cli_train_leap_then_resume(tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all("leap_read_peers" in r for r in rows)
     assert (out / "final").is_dir()
+
+
+def test_exchange_stats_count_answer_changes_after_the_first_peers_block():
+    from crosspath.infer.paths import PathTrace
+    from crosspath.train.leap_rollout import exchange_stats
+
+    p = Problem("q", "What is 3 + 4?", "7")
+    peers = [{"peer": 1, "similarity": 0.5}]
+
+    def trace(before, final, read=True):
+        rounds = [{"round": 0, "answer": before, "summary_tokens": 4, **({"peers": peers} if read else {})},
+                  {"round": 1, "answer": final}]
+        return PathTrace(prompt="", text=f"\\boxed{{{final}}}", own_text=f"\\boxed{{{final}}}", tokens=10,
+                         rounds=rounds)
+
+    s = exchange_stats([p], [[trace("5", "7"), trace("7", "5"), trace("7", "7"), trace(None, "7"),
+                              trace("5", "7", read=False)]])
+    assert (s["paths"], s["read_peers"], s["changed"]) == (5, 4, 3)
+    assert (s["wrong_to_right"], s["right_to_wrong"]) == (2, 1)
+    assert (s["summaries"], s["summary_tokens"], s["path_tokens"]) == (5, 20, 50)
