@@ -58,10 +58,11 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None) -> tuple[int,
         return -1, f"timed out after {timeout} s", time.time() - t0
 
 
-def clean_error(rc: int, out: str, *needles: str) -> tuple[bool, str]:
-    ok = rc == 2 and "Traceback" not in out and all(n.lower() in out.lower() for n in needles)
-    last = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or [""]
-    return ok, f"rc {rc}: {last[0][:110]}"
+def clean_error(rc: int, out: str, *needles: str, code: int = 2) -> tuple[str, bool]:
+    """(what was seen, whether it is a clean error): exit `code`, no traceback, every needle in the output."""
+    ok = rc == code and "Traceback" not in out and all(n.lower() in out.lower() for n in needles)
+    last = [ln for ln in out.strip().splitlines() if ln.strip() and "%|" not in ln][-1:] or [""]
+    return f"rc {rc}: {last[0][:110]}".replace("|", "/"), ok
 
 
 # --- the probes ------------------------------------------------------------------------------------
@@ -124,12 +125,12 @@ def probe_run_inputs(tmp: Path) -> list[tuple[str, str, str, bool]]:
     base = ("run", "--method", "independent", "--model", MODEL, "--max-tokens", "4", "--paths", "1")
     huge = _jsonl(tmp / "huge.jsonl", [{"id": "big-1", "question": "x " * 2_500_000, "answer": "1"}])
     rc, out, secs = cli(*base, "--task", str(huge), "--out", str(tmp / "huge"), timeout=120)
-    rows.append(("5 MB question", "exit 2 naming the question id and the limit", f"{clean_error(rc, out)[1]} ({secs:.0f} s)",
-                 clean_error(rc, out, "big-1")[0]))
+    rows.append(("5 MB question", "exit 2 naming the question id and the limit", f"{clean_error(rc, out)[0]} ({secs:.0f} s)",
+                 clean_error(rc, out, "big-1", "longer than")[1]))
     bad = tmp / "latin1.jsonl"
     bad.write_bytes(b'{"question": "ok", "answer": "1"}\n{"question": "caf\xe9", "answer": "2"}\n')
     rc, out, _ = cli(*base, "--task", str(bad), "--out", str(tmp / "latin1"))
-    rows.append(("non-UTF-8 task file", "exit 2 naming file and line 2", *clean_error(rc, out, "latin1.jsonl", "2")))
+    rows.append(("non-UTF-8 task file", "exit 2 naming file and line 2", *clean_error(rc, out, "latin1.jsonl:2")))
     empty = tmp / "empty.jsonl"
     empty.write_text("")
     rc, out, _ = cli(*base, "--task", str(empty), "--out", str(tmp / "empty"))
@@ -146,11 +147,11 @@ def probe_run_inputs(tmp: Path) -> list[tuple[str, str, str, bool]]:
     for flag, value in (("--paths", "0"), ("--max-tokens", "0"), ("--temperature", "-1"), ("--top-p", "0"),
                         ("--top-p", "1.5"), ("--min-p", "2"), ("--rounds", "0")):
         rc, out, _ = cli(*base, "--task", "demo", "--limit", "1", flag, value, "--out", str(tmp / "range"))
-        rows.append((f"run {flag} {value}", "exit 2 naming the option", *clean_error(rc, out, flag.lstrip("-").replace("-", "_")[:4])))
+        rows.append((f"run {flag} {value}", "exit 2 naming the option", *clean_error(rc, out, flag)))
     for flag, value in (("--warmup-ratio", "2"), ("--micro-batch-size", "0"), ("--lr", "-1")):
         rc, out, _ = cli("train", "--model", MODEL, "--task", "rg:chain_sum", "--steps", "1", flag, value,
                          "--out", str(tmp / "train-range"))
-        rows.append((f"train {flag} {value}", "exit 2 naming the option", *clean_error(rc, out, flag.lstrip("-")[:4])))
+        rows.append((f"train {flag} {value}", "exit 2 naming the option", *clean_error(rc, out, flag)))
     ylist = tmp / "list.yaml"
     ylist.write_text("stop: abc\n")
     rc, out, _ = cli(*base, "--task", "demo", "--limit", "1", "--config", str(ylist), "--out", str(tmp / "ylist"))
@@ -158,7 +159,7 @@ def probe_run_inputs(tmp: Path) -> list[tuple[str, str, str, bool]]:
     ysyn = tmp / "syntax.yaml"
     ysyn.write_text("paths: 2\nrounds: [1, 2\n")
     rc, out, _ = cli(*base, "--task", "demo", "--limit", "1", "--config", str(ysyn), "--out", str(tmp / "ysyn"))
-    rows.append(("YAML syntax error", "exit 2 naming file and line", *clean_error(rc, out, "syntax.yaml", "line")))
+    rows.append(("YAML syntax error", "exit 2 naming file, line and column", *clean_error(rc, out, "syntax.yaml:", "YAML syntax error")))
     return rows
 
 
@@ -184,7 +185,7 @@ def probe_run_dirs(tmp: Path) -> list[tuple[str, str, str, bool]]:
     rc0, _, _ = cli(*base)
     rc, out, _ = cli(*base, "--overwrite", "--model", str(tmp / "no-such-model"))
     survived = (out_dir / "results.jsonl").exists()
-    ok, obs = clean_error(rc, out)
+    obs, ok = clean_error(rc, out)
     rows.append(("--overwrite with a model that does not exist", "exit 2, old run kept", f"{obs}; old run "
                  f"{'kept' if survived else 'DELETED'}", rc0 == 0 and ok and survived))
     rc, out, _ = cli(*base, "--resume", "--paths", "2")
@@ -214,9 +215,9 @@ def probe_train_nan(tmp: Path) -> list[tuple[str, str, str, bool]]:
 
     bad = [p.parent.name for p in out_dir.glob("checkpoints/*/adapter_model.safetensors")
            if not all(torch.isfinite(t).all() for t in load_file(p).values())]
-    ok, obs = clean_error(rc, out, "step")
-    rc2, out2, _ = cli(*common, "--steps", "3", "--lr", "1e-4", "--resume", timeout=600)
-    return [("train --lr 1e30", "exit 2 naming the step; no non-finite checkpoint", f"{obs}; non-finite checkpoints: {bad or 'none'}",
+    obs, ok = clean_error(rc, out, "step", "--resume", code=3)
+    rc2, out2, _ = cli("train", "--out", str(out_dir), "--resume", "--steps", "3", "--lr", "1e-4", timeout=600)
+    return [("train --lr 1e30", "exit 3 naming the step and the resume command; no non-finite checkpoint", f"{obs}; non-finite checkpoints: {bad or 'none'}",
              ok and not bad),
             ("resume with a sane --lr, as advised", "runs", f"rc {rc2}", rc2 == 0)]
 
@@ -278,22 +279,26 @@ def probe_serve(tmp: Path) -> list[tuple[str, str, str, bool]]:
             results[name] = r.status_code
 
         threads = [threading.Thread(target=send, args=(f"honest-{i}", "What is 2+3?")) for i in range(3)]
-        threads += [threading.Thread(target=send, args=("empty", "")),
-                    threading.Thread(target=send, args=("surrogate", "\ud800"))]
+        def send_empty() -> None:
+            r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "", "max_tokens": 8}, headers=auth,
+                           timeout=300)
+            results["empty"] = r.status_code
+
+        threads += [threading.Thread(target=send_empty), threading.Thread(target=send, args=("surrogate", "\ud800"))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         honest = [results.get(f"honest-{i}") for i in range(3)]
-        rows.append(("empty prompt + lone surrogate batched with 3 honest requests",
+        rows.append(("empty completion prompt + lone surrogate sent with 3 honest chat requests",
                      "honest 200, bad ones 400/422", f"honest {honest}, empty {results.get('empty')}, surrogate "
                      f"{results.get('surrogate')}", honest == [200] * 3 and results.get("empty") in (400, 422)
                      and results.get("surrogate") in (400, 422)))
         t0 = time.time()
         r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x " * 2_500_000}, headers=auth,
                        timeout=120)
-        rows.append(("5 MB prompt to serve", "400 naming the limit, quickly", f"{r.status_code} in {time.time() - t0:.1f} s",
-                     r.status_code in (400, 413) and "limit" in r.text.lower()))
+        rows.append(("5 MB prompt to serve", "400/413 naming the limit, before any work", f"{r.status_code} in {time.time() - t0:.1f} s: "
+                     f"{r.text[:80]}".replace("|", "/"), r.status_code in (400, 413) and "max" in r.text.lower()))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -302,8 +307,15 @@ def probe_serve(tmp: Path) -> list[tuple[str, str, str, bool]]:
             proc.kill()
     proc2 = subprocess.Popen([sys.executable, "-m", "crosspath.cli", "serve", "--model", MODEL, "--host", "0.0.0.0",
                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "CROSSPATH_API_KEY": ""})
-    time.sleep(20)
+                             env={k: v for k, v in os.environ.items() if k != "CROSSPATH_API_KEY"})
+    for _ in range(600):  # until it answers (the warning is printed before the model loads)
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            if proc2.poll() is not None:
+                break
+            time.sleep(0.2)
     proc2.send_signal(signal.SIGTERM)
     text = proc2.communicate(timeout=30)[0]
     rows.append(("serve on 0.0.0.0 without a key", "a warning", "warned" if "warning" in text.lower() else "silent",

@@ -20,7 +20,9 @@ Failure modes for `fail(mode, times)`, consumed one per completion request, in o
   "no_choices"  HTTP 200 JSON without `choices`
   "sleep"   wait `sleep_s` seconds (longer than the client timeout), then answer normally
 
-Bookkeeping: `requests` (bodies), `headers`, `responses`, `count`, `in_flight`, `max_in_flight`.
+Bookkeeping: `requests` (bodies), `headers`, `responses`, `count`, `in_flight`, `max_in_flight`; with a
+`tokenizer`, `prompt_ids`: the ids the server would run for each request's prompt (tokenized as vLLM's
+server does: with special tokens unless the body says `add_special_tokens: false`).
 """
 
 from __future__ import annotations
@@ -74,10 +76,13 @@ class StubServer:
         name_stop: bool = True,  # send `stop_reason` (vLLM does)
         strip_stop: bool = True,  # strip the stop string from the text (vLLM does)
         max_choices: int | None = None,  # answer at most this many choices (llama.cpp: 1)
+        tokenizer=None,  # a HF tokenizer: record the prompt ids the server would run
     ):
         self.model, self.api_key, self.delay, self.sleep_s = model, api_key, delay, sleep_s
         self.retry_after, self.name_stop, self.strip_stop = retry_after, name_stop, strip_stop
         self.max_choices = max_choices
+        self.tokenizer = tokenizer
+        self.prompt_ids: list[list[int]] = []
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.responses: list[dict] = []
@@ -137,6 +142,10 @@ class StubServer:
 
     def answer(self, body: dict) -> dict:
         prompt, n = body["prompt"], int(body.get("n", 1))
+        if self.tokenizer is not None:
+            ids = self.tokenizer(prompt, add_special_tokens=body.get("add_special_tokens", True))["input_ids"]
+            with self._lock:
+                self.prompt_ids.append(list(ids))
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else list(stops)
         choices, total = [], 0

@@ -5,11 +5,11 @@ import importlib
 
 import pytest
 
-MODULES = ["crosspath.backends.base", "crosspath.infer.routing", "crosspath.infer.leap", "crosspath.infer.budget", "crosspath.infer.runner",
-           "crosspath.infer.prompts", "crosspath.tasks", "crosspath.tasks.hub", "crosspath.tasks.datasets",
-           "crosspath.tasks.metrics", "crosspath.tasks.grading", "crosspath.tasks.rg_scoring", "crosspath.train.grpo",
-           "crosspath.train.m3po", "crosspath.config", "crosspath.rundir", "crosspath.serve.protocol",
-           "crosspath.report.rows", "crosspath.report.markup"]
+MODULES = ["crosspath.backends.base", "crosspath.backends.vllm", "crosspath.infer.routing", "crosspath.infer.leap",
+           "crosspath.infer.budget", "crosspath.infer.runner", "crosspath.infer.prompts", "crosspath.tasks",
+           "crosspath.tasks.hub", "crosspath.tasks.datasets", "crosspath.tasks.metrics", "crosspath.tasks.grading",
+           "crosspath.tasks.rg_scoring", "crosspath.train.grpo", "crosspath.train.m3po", "crosspath.config",
+           "crosspath.rundir", "crosspath.serve.protocol", "crosspath.report.rows", "crosspath.report.markup"]
 
 
 @pytest.mark.parametrize("name", MODULES)

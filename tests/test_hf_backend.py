@@ -146,3 +146,30 @@ def test_smollm2_answers_a_sum(smollm2):
     g = HFGenerator(*smollm2)
     out = g.generate([render_prompt(smollm2[1], "What is 3 + 4?")], SamplingParams(max_tokens=20, temperature=0))
     assert "7" in out[0].text
+
+
+def test_dtype_auto_is_bf16_on_cuda_only():
+    from crosspath.models import ModelError, resolve_dtype
+
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16 and resolve_dtype("auto", "cuda:1") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("float16", "cpu") == torch.float16
+    with pytest.raises(ModelError, match="unknown dtype"):
+        resolve_dtype("fp33", "cpu")
+
+
+def test_device_map_loads_and_sessions_still_match(tiny_gen):
+    """`device_map="auto"` (one device here): the same greedy text, through the session API, as a plain load."""
+    g = HFGenerator.from_name("tiny-random", device_map="auto")
+    assert g.dtype == "float32"
+    prompts = ["Hello there", "One two three four"]
+    params = SamplingParams(max_tokens=6, temperature=0)
+    hs = [g.open(p) for p in prompts]
+    first = g.advance(hs, params)
+    g.extend(hs[0], " more")
+    again = g.advance(hs, params)
+    ref = [tiny_gen.open(p) for p in prompts]
+    assert [c.text for c in first] == [c.text for c in tiny_gen.advance(ref, params)]
+    tiny_gen.extend(ref[0], " more")
+    assert [c.text for c in again] == [c.text for c in tiny_gen.advance(ref, params)]
+    for h in ref:
+        tiny_gen.close(h)

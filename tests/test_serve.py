@@ -402,6 +402,10 @@ def test_authentication_cannot_be_switched_off_by_accident(monkeypatch, capsys, 
     assert started == []
     monkeypatch.setenv("CROSSPATH_API_KEY", "k")
     assert main(["serve", "--model", "tiny-random", "--host", "0.0.0.0"]) == 0 and started[-1].api_key == "k"
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.delenv("CROSSPATH_API_KEY")
+    assert main(["serve", "--model", "tiny-random", "--host", "0.0.0.0"]) == 0
+    assert "crosspath serve: warning: --host 0.0.0.0 exposes the server" in capsys.readouterr().err
     with pytest.raises(ValueError, match="empty"):  # the library refuses it too
         create_app(SimpleNamespace(cfg=ServeConfig(api_key="")))
     caplog.set_level(logging.WARNING, logger="crosspath.serve")

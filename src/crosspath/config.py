@@ -39,7 +39,7 @@ import yaml
 
 from .errors import CrosspathError
 
-DTYPES = ("float32", "bfloat16", "float16")  # weights dtypes every local backend understands
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # weights dtypes every local backend understands
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 

@@ -157,8 +157,26 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_model(name: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None):
-    """Load (model, tokenizer); `adapter` is an optional peft LoRA folder applied on top."""
+def resolve_dtype(dtype: str, device: str):
+    """'auto' -> bfloat16 on CUDA (half the memory, the dtype models are trained in), float32 elsewhere;
+    any other name -> that torch dtype."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    value = getattr(torch, dtype, None)
+    if not isinstance(value, torch.dtype):
+        raise ModelError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return value
+
+
+def load_model(name: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None,
+               device_map: str | None = None):
+    """Load (model, tokenizer); `adapter` is an optional peft LoRA folder applied on top.
+
+    `dtype="auto"`: bfloat16 on CUDA, float32 on CPU. `device_map` (e.g. "auto") spreads a model
+    larger than one GPU over all of them (accelerate); `device` is then not used.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -167,8 +185,10 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
     hf_logging.disable_progress_bar()  # per-tensor loading bars drown crosspath's own progress
     path = resolve(name)
     tok = load_tokenizer(name)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kw = {"device_map": device_map} if device_map else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device), **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"could not load model {name!r} ({path}): {type(e).__name__}: {e}") from e
     if adapter:
@@ -181,8 +201,9 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
             raise ModelError(f"--adapter {adapter} not found")
         with peft_without_deprecation_warning():
             model = PeftModel.from_pretrained(model, adapter)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    if not device_map:
+        model.to(device)
+    model.eval()
     return model, tok
 
 

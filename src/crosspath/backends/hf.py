@@ -115,12 +115,20 @@ class HFGenerator:
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
         self._paths: dict[int, _Path] = {}
         self._next = itertools.count()
+        self._kv_devices: list[torch.device] | None = None  # device of each layer's cache (one unless a device_map)
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the weights really have, e.g. 'float32'."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     @classmethod
-    def from_name(cls, name: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None, **kw):
+    def from_name(cls, name: str, dtype: str = "auto", device: str | None = None, adapter: str | None = None,
+                  device_map: str | None = None, **kw):
+        """`dtype="auto"`: bfloat16 on CUDA, float32 on CPU; `device_map="auto"` for a model larger than one GPU."""
         from ..models import load_model
 
-        model, tok = load_model(name, dtype=dtype, device=device, adapter=adapter)
+        model, tok = load_model(name, dtype=dtype, device=device, adapter=adapter, device_map=device_map)
         return cls(model, tok, **kw)
 
     # ---- session API -------------------------------------------------------------------------
@@ -208,7 +216,8 @@ class HFGenerator:
         if C:
             from transformers import DynamicCache
 
-            cache = DynamicCache(ddp_cache_data=[(kv[l, 0], kv[l, 1]) for l in range(kv.shape[0])])
+            devs = self._kv_devices or [dev] * kv.shape[0]  # each layer's device (several with a device_map)
+            cache = DynamicCache(ddp_cache_data=[(kv[l, 0].to(devs[l]), kv[l, 1].to(devs[l])) for l in range(kv.shape[0])])
         fed = [list(p.ids) + ids for p, (ids, _) in zip(paths, pend)]  # tokens whose KV is/will be cached
         ends = [list(p.ends) + e for p, (_, e) in zip(paths, pend)]
 
@@ -228,7 +237,7 @@ class HFGenerator:
             uniq = torch.tensor([row_slot.index(u) for u in range(len(slot))], device=dev)  # [U] first rows
             out = self.model(input_ids=input_ids[uniq], attention_mask=mask[uniq], position_ids=pos[uniq],
                              use_cache=True, logits_to_keep=1)
-            expand = torch.tensor(row_slot, device=dev)  # [B]
+            expand = torch.tensor(row_slot)  # [B]; CPU indices select on any device
             out.past_key_values.batch_select_indices(expand)  # [U, ...] -> [B, ...]
             logits_next = out.logits[expand, -1, :]  # [B, V]
         else:
@@ -265,7 +274,7 @@ class HFGenerator:
                 keep = [r for r in range(len(rows)) if r not in done_rows]
                 if not keep:
                     break
-                idx = torch.tensor(keep, device=dev)
+                idx = torch.tensor(keep)  # CPU indices select on any device (layers spread by a device_map)
                 cache.batch_select_indices(idx)
                 mask, tok, next_pos = mask[idx], tok[idx], next_pos[idx]
                 rows = [rows[r] for r in keep]
@@ -301,9 +310,11 @@ class HFGenerator:
         while keep < len(all_ends) and all_ends[keep] <= new_len:
             keep += 1
         keep = 0 if p.ephemeral else min(keep, len(fed))
-        valid = mask[row, : cache.layers[0].keys.shape[-2]].nonzero().squeeze(-1)[:keep]  # [keep]
+        valid = mask[row, : cache.layers[0].keys.shape[-2]].nonzero().squeeze(-1)[:keep].cpu()  # [keep]
         if keep:
-            p.kv = torch.stack([torch.stack([lay.keys[row][:, valid], lay.values[row][:, valid]]) for lay in cache.layers])
+            self._kv_devices = [lay.keys.device for lay in cache.layers]
+            p.kv = torch.stack([torch.stack([lay.keys[row][:, valid].to(self.device), lay.values[row][:, valid].to(self.device)])
+                                for lay in cache.layers])
         else:
             p.kv = None
         p.ids, p.ends = fed[:keep], all_ends[:keep]

@@ -1,7 +1,15 @@
 """Any OpenAI-compatible `/v1/completions` server (vLLM, SGLang, llama.cpp server) as a Generator.
 
 Prompts are sent as raw text continuations exactly as given (the caller rendered the chat
-template). One HTTP request per prompt (it carries `n` and that prompt's seed, `seed + i`), run
+template), with `add_special_tokens: false`: the rendered template already holds BOS where the
+model wants one (Llama-3, R1-Distill-Qwen), and a server that adds its own would read `<bos><bos>`
+(vLLM and SGLang honour the field; pass `add_special_tokens=None` to leave it out for a server
+that rejects unknown fields). The server then tokenizes exactly as the hf backend does.
+
+Adapters: a LoRA adapter is served under a name of its own (`vllm serve BASE --enable-lora
+--lora-modules NAME=PATH`); requests ask for it by sending that name as `model`.
+
+One HTTP request per prompt (it carries `n` and that prompt's seed, `seed + i`), run
 concurrently from a private thread pool over one `httpx.Client`; several base URLs are load
 balanced by least-in-flight with round-robin tie-breaks, which is how a run scales past one
 machine. 429, 5xx, connection errors and timeouts are retried with exponential backoff + jitter
@@ -104,6 +112,7 @@ class OpenAIGenerator:
         split_n: bool = False,  # send n requests of n=1 (servers without n>1, e.g. llama.cpp)
         request_token_ids: bool = False,  # ask vLLM for per-choice ids (`return_token_ids`)
         extra_body: dict | None = None,  # more fields for every request (e.g. repetition_penalty)
+        add_special_tokens: bool | None = False,  # sent as is; None: field left out (see the module docstring)
     ):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
@@ -121,6 +130,7 @@ class OpenAIGenerator:
         self.split_n = split_n
         self.request_token_ids = request_token_ids
         self.extra_body = dict(extra_body or {})
+        self.add_special_tokens = add_special_tokens
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._client = httpx.Client(
             headers=headers,
@@ -194,6 +204,8 @@ class OpenAIGenerator:
             body["logprobs"] = 1  # the sampled token's log-prob (+1 top; 0 means none on llama.cpp)
         if self.request_token_ids:
             body["return_token_ids"] = True
+        if self.add_special_tokens is not None:
+            body["add_special_tokens"] = self.add_special_tokens
         body.update(self.extra_body)
         return body
 

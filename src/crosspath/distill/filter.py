@@ -42,7 +42,8 @@ class FilterConfig:
     api_key: str | None = field(None, "openai judge: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai judge: model name on the server (default: --judge)")
     concurrency: int = field(16, "openai judge: maximum requests in flight", ge=1)
-    dtype: str = field("float32", "hf/vllm judge: weights dtype", choices=DTYPES)
+    dtype: str = field("auto", "hf/vllm judge: weights dtype (auto: hf bfloat16 on CUDA, float32 on CPU; vllm the "
+                               "engine's choice)", choices=DTYPES)
     judge_tokens: int = field(48, "judge reply budget (tokens)", ge=1)
     judge_batch: int = field(16, "paths per judge call", ge=1)
     unparseable: str = field("keep", "what to do with a judge reply that names no verdict: keep | drop",

@@ -50,11 +50,12 @@ class GenerateConfig:
     api_key: str | None = field(None, "openai backend: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai backend: model name on the server (default: --teacher)")
     concurrency: int = field(16, "openai backend: maximum requests in flight", ge=1)
-    dtype: str = field("float32", "hf/vllm: weights dtype", choices=DTYPES)
+    dtype: str = field("auto", "hf/vllm: weights dtype (auto: hf bfloat16 on CUDA, float32 on CPU; vllm the engine's "
+                               "choice)", choices=DTYPES)
 
 
 def make_backend(model: str, backend: str = "hf", base_url=(), api_key=None, served_model=None, concurrency=16,
-                 dtype="float32"):
+                 dtype="auto"):
     """A Generator for `model` through crosspath's runner (one place that knows the backends)."""
     from ..infer.runner import RunConfig, make_generator
 

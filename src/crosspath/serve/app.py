@@ -63,7 +63,7 @@ def docs_page(app: FastAPI, cfg: ServeConfig) -> str:
 
 def create_app(service: Service) -> FastAPI:
     cfg = service.cfg
-    warning = check_auth(cfg)  # raises on an empty key
+    warning = check_auth(cfg)  # raises on an empty key; `crosspath serve` also prints the warning before loading
     if warning:
         log.warning(warning)
     # FastAPI's own /docs loads Swagger UI from a CDN and, like /openapi.json, has no key check:

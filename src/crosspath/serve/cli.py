@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..config import add_arguments, from_args
 from .config import ServeConfig, check_auth
@@ -50,9 +51,8 @@ def _cmd_serve(args) -> int:
             raise ValueError("$CROSSPATH_API_KEY is set but empty: give a key, or unset it to run without "
                              "authentication")
         cfg.api_key = env
-    check_auth(cfg)  # an empty --api-key is an error (exit 2), before the model loads
-    for name in ("paths", "max_batch", "workers", "max_queue", "max_body_bytes", "max_prompt_tokens"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    warning = check_auth(cfg)  # an empty --api-key is an error (exit 2), before the model loads
+    if warning:
+        print(f"crosspath serve: warning: {warning}", file=sys.stderr, flush=True)
     serve(cfg)
     return 0
