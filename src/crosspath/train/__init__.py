@@ -92,8 +92,9 @@ class TrainConfig:
                                         "so the KL measures only the adapter's drift (off: plain token ids)")
     leap_rounds: int = field(2, "LeaP: rounds per rollout; paths summarize and read peers after each but the last",
                              ge=1)
-    leap_round_tokens: int = field(32, "LeaP: T, new tokens per round (default: shorter than SmolLM2's usual 40-100 "
-                                       "token answer to a 2-3 term sum, so most paths still reason at the exchange)",
+    leap_round_tokens: int = field(32, "LeaP: T, new tokens per round (default: below the ~40-100 tokens SmolLM2 "
+                                       "takes to answer a 2-3 term sum, so most paths still reason at the exchange; "
+                                       "check leap_read_peers)",
                                    ge=1)
     leap_summary_tokens: int = field(24, "LeaP: S, summary budget per path and round", ge=1)
     leap_answer_tokens: int = field(16, "LeaP: A, budget of the forced final answer", ge=1)
