@@ -145,10 +145,14 @@ def table(args) -> str:
                 cols["tok"].append(sum(r["tokens"] for r in rows) / len(rows))
                 if method == "leap":
                     cols["read"].append(_read_peers(rows))
-                steps = [m for m in _lines(root / f"train-{name}-s{seed}" / "metrics.jsonl") if "completion_length" in m]
+                run = root / f"train-{name}-s{seed}"
+                steps = [m for m in _lines(run / "metrics.jsonl") if "completion_length" in m]
                 if steps:
+                    import yaml
+
+                    tc = yaml.safe_load((run / "config.yaml").read_text())
                     cols["step_tok"].append(statistics.mean(m["completion_length"] for m in steps)
-                                            * args.group_size * args.questions_per_step)
+                                            * tc["group_size"] * tc["questions_per_step"])
                     if name == "leap":
                         cols["train_read"].append(statistics.mean(m["leap_read_peers"] for m in steps))
             if seeds:
