@@ -1,8 +1,9 @@
-"""RL training: GRPO and M3PO with LoRA.
+"""RL training: GRPO, M3PO and LeaP-GRPO with LoRA.
 
     grpo.py         group advantages, k3 KL, the policy losses (pure tensor functions)
     m3po.py         the cross-path blend of thinking inputs (pure tensor function)
     rollout.py      step-by-step sampler that can blend inputs and records them; greedy decoding
+    leap_rollout.py LeaP groups as rollouts: the inference loop, with masks of the path's own tokens
     trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
 
 What every trainer shares (distillation too):
@@ -42,7 +43,8 @@ TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 
 class TrainConfig:
     RENAMED: ClassVar[dict[str, str]] = {"top_k": "sample_top_k"}  # old flag / YAML key, accepted with a warning
 
-    algo: str = field("grpo", "grpo, or m3po (GRPO + cross-path blend of thinking inputs)", choices=("grpo", "m3po"))
+    algo: str = field("grpo", "grpo, m3po (GRPO + cross-path blend of thinking inputs), or leap (GRPO whose group "
+                              "is one LeaP run: paths summarize and read peers)", choices=("grpo", "m3po", "leap"))
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
     dtype: str = field("float32", "weights dtype: float32, bfloat16 (GPU), float16", choices=DTYPES)
     device: str | None = field(None, "cpu, cuda, cuda:1 (default: cuda:<LOCAL_RANK> if available, else cpu)")
@@ -92,6 +94,16 @@ class TrainConfig:
     m3po_weighting: str = field("similarity", "M3PO: peer weights", choices=WEIGHTINGS)
     m3po_ref_replay: bool = field(True, "M3PO: the reference model reads the same blended inputs as the policy, "
                                         "so the KL measures only the adapter's drift (off: plain token ids)")
+    leap_rounds: int = field(2, "LeaP: rounds per rollout; paths summarize and read peers after each but the last",
+                             ge=1)
+    leap_round_tokens: int = field(32, "LeaP: T, new tokens per round (default: below the ~40-100 tokens SmolLM2 "
+                                       "takes to answer a 2-3 term sum, so most paths still reason at the exchange; "
+                                       "check leap_read_peers)",
+                                   ge=1)
+    leap_summary_tokens: int = field(24, "LeaP: S, summary budget per path and round", ge=1)
+    leap_answer_tokens: int = field(16, "LeaP: A, budget of the forced final answer", ge=1)
+    leap_peers_k: int = field(2, "LeaP: k, peers' summaries each path reads", ge=0)
+    leap_router: str = field("dispersed", "LeaP: router", choices=("dispersed", "clustered", "hybrid", "random", "all"))
     eval_every: int = field(20, "greedy held-out evaluation every N steps, at the start and at the end (0 = off)", ge=0)
     eval_batch_size: int = field(32, "questions per greedy evaluation batch", ge=1)
     save_every: int = field(20, "checkpoint every N steps (and at the end)", ge=0)

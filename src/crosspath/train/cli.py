@@ -34,8 +34,9 @@ def _config(args, base: dict | None = None):
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="RL training with LoRA: GRPO, or M3PO (cross-path blend of thinking inputs)",
-        description="GRPO / M3PO training with a LoRA adapter. Writes config.yaml, metrics.jsonl, samples/, "
+        "train", help="RL training with LoRA: GRPO, M3PO (cross-path blend of thinking inputs), or LeaP-GRPO "
+                      "(the group is one LeaP run)",
+        description="GRPO / M3PO / LeaP-GRPO training with a LoRA adapter. Writes config.yaml, metrics.jsonl, samples/, "
                     "tb/, checkpoints/step-N/ and final/ (the adapter) to --out. --resume continues from the "
                     "last complete checkpoint with the options in --out/config.yaml; a larger --steps extends the "
                     "run, and --lr / --max-grad-norm may change (after a NaN; recorded in config.yaml history). "

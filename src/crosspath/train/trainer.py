@@ -45,6 +45,7 @@ from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir
 from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
+from crosspath.train.leap_rollout import cat_leap, exchange_metrics, loss_mask, path_budget, sample_leap
 from crosspath.train.m3po import make_hook
 from crosspath.train.rollout import Rollout, cat_rollouts, greedy_decode, sample_rollouts, sequence_logprobs, trim
 
@@ -216,6 +217,10 @@ class Trainer:
         prompts = [render_prompt(self.tok, PROMPT.format(question=p.question, marker=cfg.marker)) for p in problems]
         seed = (cfg.seed * 1_000_003 + step * 10_007 + attempt * 101 + self.dist.rank) % 2**62
         try:
+            if cfg.algo == "leap":  # the group is one LeaP run (leap_rollout.py); stats go to the step's row
+                rollout, _, stats = sample_leap(self.model, self.tok, problems, cfg, seed)
+                self._leap_sums = {k: self._leap_sums.get(k, 0.0) + v for k, v in stats.items()}
+                return rollout
             return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                    top_k=cfg.sample_top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
@@ -240,7 +245,7 @@ class Trainer:
         cfg, model = self.cfg, self.model
         step = self.step + 1 if step is None else step
         rows = 0 if rollout is None else len(rollout.texts)
-        tokens = 0 if rollout is None else int(rollout.completion_mask.sum())
+        tokens = 0 if rollout is None else int(loss_mask(rollout).sum())
         live = 0 if advantages is None else int((advantages != 0).sum())
         n_seq, n_tok, n_live = all_reduce_sum([rows, tokens, live])
         chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
@@ -260,14 +265,15 @@ class Trainer:
                         refs[c] = sequence_logprobs(model, mb, use_recorded_embeds=replay and cfg.m3po_ref_replay,
                                                     temperature=cfg.temperature)
                 logp = sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature)
-                loss, st = policy_loss(logp, olds[c], refs[c], advantages[rows_c], mb.completion_mask,
+                mask = loss_mask(mb)  # LeaP: only the path's generated tokens
+                loss, st = policy_loss(logp, olds[c], refs[c], advantages[rows_c], mask,
                                        cfg.loss_type, cfg.beta, cfg.epsilon, cfg.epsilon_high,
-                                       max_completion_length=cfg.max_new_tokens,
+                                       max_completion_length=path_budget(cfg) if cfg.algo == "leap" else cfg.max_new_tokens,
                                        num_items_in_batch=max(n_tok, 1.0), num_sequences=max(int(n_seq), 1))
                 loss.backward()
                 if cfg.num_iterations > 1 and it == 0:
                     olds[c] = logp.detach()
-                active = float(mb.completion_mask.sum())
+                active = float(mask.sum())
                 sums = [sums[0] + loss.item(), sums[1] + st["kl"] * active, sums[2] + st["clip_frac"] * active]
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
@@ -306,15 +312,17 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, g, step, t0 = self.cfg, self.cfg.group_size, self.step + 1, time.time()
         kept, kept_rewards, kept_problems = [], [], []
+        self._leap_sums = {}
         seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0,
                 "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0}
         for attempt in range(1 + (cfg.max_filter_rounds if cfg.filter_groups else 0)):
             problems = self.questions(self.position)
             self.position += cfg.questions_per_step
             r = self.sample(problems, step, attempt)
-            scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule) for i, t in enumerate(r.texts)]
+            scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule and cfg.algo != "leap")
+                      for i, t in enumerate(r.texts)]
             rewards = torch.tensor([s[0] for s in scored])  # [b*G]
-            lengths = r.completion_mask.sum(1)  # [b*G]
+            lengths = loss_mask(r).sum(1)  # [b*G] generated tokens
             keep = filter_groups(rewards, g) if cfg.filter_groups else torch.ones(len(problems), dtype=torch.bool)
             room = self.local_b - len(kept_problems)
             take = [i for i in range(len(problems)) if keep[i]][:room]
@@ -335,7 +343,7 @@ class Trainer:
             if not cfg.filter_groups or short == 0:
                 break
         t_roll = time.time()
-        rollout = cat_rollouts(kept, self.pad_id) if kept else None
+        rollout = (cat_leap if cfg.algo == "leap" else cat_rollouts)(kept, self.pad_id) if kept else None
         adv = self.advantages(torch.cat(kept_rewards)) if kept else None
         n_groups = all_reduce_sum([len(kept_problems)])[0]
         ids = [p.id for p in kept_problems]
@@ -355,6 +363,8 @@ class Trainer:
                "groups_trained": int(n_groups), "filtered_frac": s["dropped"] / max(s["groups"], 1.0),
                **stats, "skipped": n_groups == 0,
                "rollout_seconds": round(t_roll - t0, 3), "update_seconds": round(time.time() - t_roll, 3)}
+        if cfg.algo == "leap":
+            row.update(exchange_metrics(self._leap_sums))
         row["step_seconds"] = round(time.time() - t0, 3)
         self._write_samples(step, *first)
         return row
@@ -365,7 +375,7 @@ class Trainer:
             p = problems[i // g]
             rows.append({"step": step, "id": p.id, "question": p.question, "gold": p.answer, "text": text,
                          "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
-                         "tokens": int(r.completion_mask[i].sum())})
+                         "tokens": int(loss_mask(r)[i].sum())})
         self.run.write_samples(f"step-{step}", rows)
 
     def evaluate(self) -> dict:

@@ -1,0 +1,237 @@
+"""Collaborative RL: base / GRPO / M3PO / LeaP-GRPO adapters, each evaluated alone and with LeaP.
+
+    python benchmarks/collab_rl.py [--model smollm2-135m] [--steps 60] [--eval-questions 200] [--seeds 0 1 2]
+                                   [--root runs/bench/collab_rl] [--threads N]
+    python benchmarks/collab_rl.py --table [--root ...]       # the table of what is there so far (every seed)
+
+Training (crosspath's Trainer, one run per algorithm and seed): the same task (rg:chain_sum, 2-3
+terms of 1 digit), the same training questions in the same order (B questions per step), the same
+steps, N = group size paths per question, and the same per-path token budget: GRPO and M3PO get
+max_new_tokens = the LeaP path budget (rounds*T + (rounds-1)*S + A), so every algorithm may
+generate the same tokens per step; what they did generate is reported (train tok/step). The
+held-out questions (seed 1234) are removed from training.
+
+Evaluation (crosspath.infer.runner.run with the adapter, hf backend): every adapter (and the base
+model) answers the same held-out questions twice, with N = 4 independent paths and with LeaP
+(N = 4, the training LeaP options), at equal per-path budget: the independent run takes the LeaP
+run's budget (`match`). Reported: pass@1 (mean over paths), cons@4 (majority) and generated tokens
+per question (mean and, over several seeds, the seeds' standard deviation); the share of LeaP paths
+that read peers (in LeaP-GRPO training, and in each LeaP evaluation); then an exact McNemar test on
+cons@4 correctness, question by question, between LeaP-GRPO evaluated with LeaP and GRPO evaluated
+with independent paths, per seed and pooled over seeds.
+
+Resumable: every training run and every evaluation is a directory under --root
+(train-<algo>-s<seed>/, eval-<adapter>-s<seed>-<method>/; the base model: eval-base-s<seed>-<method>/,
+sampled with that seed); a finished one is reused, a killed one resumes (the
+trainer from its last checkpoint, the runner from its last finished question).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+ALGOS = ("grpo", "m3po", "leap")
+ADAPTERS = ("base",) + ALGOS
+METHODS = ("independent", "leap")
+
+
+def _mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar (sign) test on the discordant counts."""
+    k, d = min(only_a, only_b), only_a + only_b
+    return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def train_config(args, algo: str, seed: int):
+    from crosspath.train import TrainConfig
+    from crosspath.train.checkpoint import latest_checkpoint
+    from crosspath.train.leap_rollout import path_budget
+
+    out = Path(args.root) / f"train-{algo}-s{seed}"
+    common = dict(model=args.model, task=args.task, seed=seed, steps=args.steps, device=args.device,
+                  questions_per_step=args.questions_per_step, group_size=args.group_size,
+                  eval_size=args.eval_questions, eval_seed=args.eval_seed, eval_every=0, save_every=args.save_every,
+                  train_size=args.train_size, leap_rounds=args.rounds, leap_round_tokens=args.round_tokens,
+                  leap_summary_tokens=args.summary_tokens, leap_answer_tokens=args.answer_tokens,
+                  leap_peers_k=args.top_k, threads=args.threads, progress=not args.quiet, tensorboard=False,
+                  out=str(out))
+    cfg = TrainConfig(algo=algo, **common)
+    cfg.max_new_tokens = path_budget(cfg)  # equal per-path budget for every algorithm
+    cfg.resume, cfg.overwrite = latest_checkpoint(out) is not None, True  # a run killed before its first checkpoint restarts
+    return cfg
+
+
+def train(args, algo: str, seed: int) -> Path:
+    """The adapter of train-<algo>-s<seed>, trained (or resumed) to --steps; reused when it is there."""
+    from crosspath.train.trainer import Trainer
+
+    cfg = train_config(args, algo, seed)
+    out = Path(cfg.out)
+    rows = _lines(out / "metrics.jsonl")
+    if (out / "final").is_dir() and rows and rows[-1].get("step") == args.steps:
+        return out / "final"
+    Trainer(cfg).fit()
+    return out / "final"
+
+
+def held_out(args):
+    from crosspath.train.trainer import load_splits
+
+    cfg = train_config(args, "grpo", 0)
+    cfg.train_size = 1
+    return load_splits(cfg, log=lambda *_: None)[1]
+
+
+def evaluate(args, adapter_name: str, seed: int, adapter: Path | None, method: str, problems) -> Path:
+    from crosspath.infer.runner import RunConfig, run
+    from crosspath.train import TrainConfig
+
+    out = Path(args.root) / f"eval-{adapter_name}-s{seed}-{method}"
+    if len(_lines(out / "results.jsonl")) >= len(problems) and (out / "summary.json").exists():
+        return out
+    leap_out = Path(args.root) / f"eval-{adapter_name}-s{seed}-leap"
+    cfg = RunConfig(method=method, model=args.model, adapter=str(adapter) if adapter else None, task=args.task,
+                    task_seed=args.eval_seed, task_options=TrainConfig(task=args.task).resolved_task_options(),
+                    paths=4, rounds=args.rounds, round_tokens=args.round_tokens, summary_tokens=args.summary_tokens,
+                    answer_tokens=args.answer_tokens, peers_k=args.top_k, seed=seed, threads=args.threads,
+                    batch_questions=args.batch_questions, out=str(out),
+                    match=str(leap_out) if method == "independent" else None,
+                    resume=(out / "results.jsonl").exists())
+    run(cfg, problems=problems, progress=not args.quiet, log=lambda *_: None)
+    return out
+
+
+def _read_peers(rows: list[dict]) -> float | None:
+    """Share of LeaP evaluation paths that received at least one peer's summary."""
+    paths = [p for r in rows for p in r["paths"]]
+    read = [any(rd.get("peers") for rd in p.get("rounds", [])) for p in paths]
+    return sum(read) / len(read) if read else None
+
+
+def _fmt(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not xs:
+        return "-"
+    spread = f" ± {scale * statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else ""
+    return f"{scale * statistics.mean(xs):.{digits}f}{spread}"
+
+
+def table(args) -> str:
+    root = Path(args.root)
+    out = ["| adapter | eval | seeds | questions | pass@1 % | cons@4 % | tokens / question | read peers % | "
+           "train tok / step | train read peers % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows_of: dict[tuple, dict] = {}
+    for name in ADAPTERS:
+        for method in METHODS:
+            cols = {k: [] for k in ("p1", "c4", "tok", "read", "step_tok", "train_read")}
+            seeds, n = [], set()
+            for seed in args.seeds:
+                rows = _lines(root / f"eval-{name}-s{seed}-{method}" / "results.jsonl")
+                if not rows:
+                    continue
+                seeds.append(seed)
+                n.add(len(rows))
+                rows_of[(name, method, seed)] = {r["id"]: r for r in rows}
+                cols["p1"].append(sum(r["pass_at_1"] for r in rows) / len(rows))
+                cols["c4"].append(sum(bool(r["cons_correct"]) for r in rows) / len(rows))
+                cols["tok"].append(sum(r["tokens"] for r in rows) / len(rows))
+                if method == "leap":
+                    cols["read"].append(_read_peers(rows))
+                run = root / f"train-{name}-s{seed}"
+                steps = [m for m in _lines(run / "metrics.jsonl") if "completion_length" in m]
+                if steps:
+                    import yaml
+
+                    tc = yaml.safe_load((run / "config.yaml").read_text())
+                    cols["step_tok"].append(statistics.mean(m["completion_length"] for m in steps)
+                                            * tc["group_size"] * tc["questions_per_step"])
+                    if name == "leap":
+                        cols["train_read"].append(statistics.mean(m["leap_read_peers"] for m in steps))
+            if seeds:
+                out.append(f"| {name} | {method} | {','.join(map(str, seeds))} | {'/'.join(map(str, sorted(n)))} | "
+                           f"{_fmt(cols['p1'])} | {_fmt(cols['c4'])} | {_fmt(cols['tok'], 1, 0)} | "
+                           f"{_fmt(cols['read'])} | {_fmt(cols['step_tok'], 1, 0)} | {_fmt(cols['train_read'])} |")
+    paired, pooled = [], [0, 0, 0, 0]
+    for seed in args.seeds:
+        a, b = rows_of.get(("leap", "leap", seed)), rows_of.get(("grpo", "independent", seed))
+        if not (a and b):
+            continue
+        ids = sorted(set(a) & set(b))
+        ca = {i: bool(a[i]["cons_correct"]) for i in ids}
+        cb = {i: bool(b[i]["cons_correct"]) for i in ids}
+        c = [sum(ca[i] and cb[i] for i in ids), sum(ca[i] and not cb[i] for i in ids),
+             sum(cb[i] and not ca[i] for i in ids), sum(not ca[i] and not cb[i] for i in ids)]
+        pooled = [x + y for x, y in zip(pooled, c)]
+        paired.append(f"| {seed} | {len(ids)} | " + " | ".join(map(str, c)) + f" | {_mcnemar_p(c[1], c[2]):.3f} |")
+    if paired:
+        if len(paired) > 1:
+            paired.append(f"| all | {sum(pooled)} | " + " | ".join(map(str, pooled)) +
+                          f" | {_mcnemar_p(pooled[1], pooled[2]):.3f} |")
+        out += ["", "Paired on the same questions (cons@4 correct): LeaP-GRPO + LeaP vs GRPO + independent", "",
+                "| seed | questions | both right | only LeaP-GRPO+LeaP | only GRPO+independent | both wrong | "
+                "exact McNemar p |", "|---|---|---|---|---|---|---|"] + paired
+        if len(paired) > 1:
+            out.append("\nThe pooled test treats the seeds' disagreements as independent, which they are not quite "
+                       "(every seed answers the same questions).")
+    out.append("\nMean ± standard deviation over seeds. train tok / step: generated tokens per training step "
+               "(B questions x N paths), mean over steps; tokens / question: generated by the 4 evaluation paths; "
+               "read peers: share of LeaP paths that received at least one peer's summary.")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    from crosspath.train import TrainConfig
+
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--task", default="rg:chain_sum")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="training/sampling seeds (3 for the figures; default 0; --table: every seed under --root)")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--questions-per-step", type=int, default=d.questions_per_step)
+    ap.add_argument("--group-size", type=int, default=4, help="N paths per question in training (default 4)")
+    ap.add_argument("--train-size", type=int, default=d.train_size)
+    ap.add_argument("--eval-questions", type=int, default=200, help="held-out questions (>= 200 for the figures)")
+    ap.add_argument("--eval-seed", type=int, default=1234)
+    ap.add_argument("--rounds", type=int, default=d.leap_rounds)
+    ap.add_argument("--round-tokens", type=int, default=d.leap_round_tokens)
+    ap.add_argument("--summary-tokens", type=int, default=d.leap_summary_tokens)
+    ap.add_argument("--answer-tokens", type=int, default=d.leap_answer_tokens)
+    ap.add_argument("--top-k", type=int, default=d.leap_peers_k)
+    ap.add_argument("--save-every", type=int, default=10)
+    ap.add_argument("--batch-questions", type=int, default=8, help="evaluation questions per generator call")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--root", default="runs/bench/collab_rl", help="parent of the run directories")
+    ap.add_argument("--only", nargs="*", choices=ADAPTERS, help="train/evaluate only these adapters")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--table", action="store_true", help="print the table of what is under --root and exit")
+    args = ap.parse_args(argv)
+    if args.seeds is None:
+        found = {int(d.name.rsplit("-s", 1)[1].split("-")[0]) for d in Path(args.root).glob("eval-*-s*-*")}
+        args.seeds = sorted(found) if args.table and found else [0]
+    if not args.table:
+        problems = held_out(args)
+        for seed in args.seeds:  # seed by seed: a stopped run has whole seeds to show
+            for name in args.only or ADAPTERS:
+                adapter = None if name == "base" else train(args, name, seed)
+                for method in ("leap", "independent"):  # independent matches the LeaP run's budget
+                    evaluate(args, name, seed, adapter, method, problems)
+    from crosspath.envinfo import machine
+
+    print(f"# Collaborative RL\n\nMachine: {machine()}  \nCommand: `python {shlex.join(sys.argv)}`\n")
+    print(table(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
