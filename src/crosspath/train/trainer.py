@@ -35,10 +35,10 @@ import torch
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
 from crosspath.rundir import claim_run_dir
-from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
 from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
+from crosspath.train.data import PROMPT, evaluate, load_splits, reward  # noqa: F401 (re-exported)
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.guard import check_finite, check_weights
@@ -49,12 +49,9 @@ from crosspath.train.rundir import CHECKPOINTS, RunDir
 from crosspath.train.grpo import filter_groups, group_advantages, group_stats, policy_loss
 from crosspath.train.hints import HINT_EPSILON, behaviour_logprobs
 from crosspath.train.m3po import make_hook
-from crosspath.train.rollout import Rollout, cat_rollouts, greedy_decode, sample_rollouts, sequence_logprobs, trim
-from crosspath.train.variants import Variants, check as check_variants
+from crosspath.train.rollout import Rollout, sample_rollouts, sequence_logprobs, trim
+from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
-# HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
-PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
-          "followed by your final answer.")
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
                "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
@@ -63,59 +60,6 @@ RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN)
 def default_out(cfg: TrainConfig) -> Path:
     clean = lambda s: "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)  # noqa: E731
     return Path("runs") / f"train-{cfg.algo}-{clean(cfg.task)}-{clean(Path(cfg.model).name)}"
-
-
-def load_splits(cfg: TrainConfig, log=print):
-    """(train, eval) problems. Tasks with splits (gsm8k, math, hf:...) train on `split` and hold out
-    `eval_split`, which must differ; tasks without (rg:, demo, files) take both from one list (rg:
-    with different seeds). Either way a training question that is also held out (same id, or the
-    same text up to case and spacing) is dropped, so training never sees a held-out question."""
-    opts = cfg.resolved_task_options()
-    if has_splits(cfg.task) and cfg.split == cfg.eval_split:
-        raise ValueError(f"--split and --eval-split are both {cfg.split!r}: {cfg.task} would be trained on its "
-                         "held-out questions; use e.g. --split train --eval-split test")
-    evals = (load_task(cfg.task, limit=cfg.eval_size, seed=cfg.eval_seed, split=cfg.eval_split, **opts)
-             if cfg.eval_size else [])
-    ids, texts = {p.id for p in evals}, {_norm(p.question) for p in evals}
-    loaded = load_task(cfg.task, limit=cfg.train_size, seed=cfg.task_seed, split=cfg.split, **opts)
-    train = [p for p in loaded if p.id not in ids and _norm(p.question) not in texts]
-    if cfg.train_ids:
-        missing = sorted(set(cfg.train_ids) - {p.id for p in train})
-        if missing:
-            raise ValueError(f"--train-ids {missing} are not among the first {cfg.train_size} training questions of "
-                             f"{cfg.task} (or are held out)")
-        train = [p for p in train if p.id in set(cfg.train_ids)]
-    if evals and has_splits(cfg.task) and len(train) < len(loaded):
-        log(f"{len(loaded) - len(train)} training questions of {cfg.task} split {cfg.split!r} are also in "
-            f"split {cfg.eval_split!r} (same id or text): dropped from training")
-    return train, evals
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
-def reward(problem, text: str, marker: str = "####", marker_rule: bool = True) -> tuple[float, bool, int]:
-    """(reward, correct, marker count): correctness from `grade`, 0 when the marker repeats."""
-    correct = grade(problem, text)[1]
-    n = count_markers(text, marker)
-    return float(correct and not (marker_rule and n > 1)), correct, n
-
-
-def evaluate(model, tokenizer, problems, cfg: TrainConfig) -> tuple[dict, list[dict]]:
-    """Greedy, one path, no blend, training prompt. Returns (sums, rows) for this process's problems."""
-    rows = []
-    for i in range(0, len(problems), cfg.eval_batch_size):
-        batch = problems[i: i + cfg.eval_batch_size]
-        prompts = [render_prompt(tokenizer, PROMPT.format(question=p.question, marker=cfg.marker)) for p in batch]
-        for p, text in zip(batch, greedy_decode(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                                                marker=cfg.marker)):
-            answer, correct = grade(p, text)
-            rows.append({"id": p.id, "gold": p.answer, "answer": answer, "correct": correct,
-                         "markers": count_markers(text, cfg.marker), "text": text})
-    sums = {"correct": sum(r["correct"] for r in rows), "format": sum(r["markers"] == 1 for r in rows),
-            "n": len(rows)}
-    return sums, rows
 
 
 class Trainer:
@@ -333,7 +277,7 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg, g, step, t0 = self.cfg, self.cfg.group_size, self.step + 1, time.time()
-        kept, kept_rewards, kept_correct, kept_groups, kept_hinted, kept_problems = [], [], [], [], [], []
+        kept = KeptRows()
         seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0,
                 "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0,
                 **({"hinted_groups": 0.0, "hinted_solved": 0.0} if cfg.hints != "off" else {})}
@@ -352,7 +296,7 @@ class Trainer:
             lengths = r.completion_mask.sum(1)  # [N]
             keep = (filter_groups(rewards, groups, cfg.filter_std_eps) if cfg.filter_groups
                     else torch.ones(len(problems), dtype=torch.bool))
-            room = self.local_b - len(kept_problems)
+            room = self.local_b - len(kept.problems)
             take = [i for i in range(len(problems)) if keep[i]][:room]
             for k, v in (("reward", rewards[:n0].sum()), ("correct", sum(s[1] for s in scored[:n0])),
                          ("format", sum(s[2] == 1 for s in scored[:n0])), ("tokens", lengths[:n0].sum()),
@@ -361,28 +305,17 @@ class Trainer:
                          ("group_std", group_stats(rewards[:n0], groups[:n0])[1].sum()),
                          ("dropped", int((~keep).sum()))):
                 seen[k] += float(v)
-            if take:
-                where = {q: len(kept_problems) + k for k, q in enumerate(take)}  # question -> group id in the step
-                rows = [i for i, q in enumerate(groups.tolist()) if q in where]
-                kept.append(r.select(rows))
-                kept_rewards.append(rewards[rows])
-                kept_correct.append(torch.tensor([bool(scored[i][1]) for i in rows]))
-                kept_groups.append(torch.tensor([where[int(groups[i])] for i in rows]))
-                kept_hinted.append(hinted[rows])
-                kept_problems += [problems[i] for i in take]
+            kept.add(take, problems, r, rewards, scored, groups, hinted)
             if attempt == 0:
                 first = (problems, r, scored, groups, hinted)
-            short = all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
+            short = all_reduce_sum([self.local_b - len(kept.problems)], op="max")[0]
             if not cfg.filter_groups or short == 0:
                 break
         t_roll = time.time()
-        rollout = cat_rollouts(kept, self.pad_id) if kept else None
-        cat = lambda parts, dtype: torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)  # noqa: E731
-        hinted = cat(kept_hinted, torch.bool)
-        adv, variant_stats = self.variants.advantages(rollout, cat(kept_rewards, torch.float), cat(kept_correct, torch.bool),
-                                                      cat(kept_groups, torch.long), hinted, kept_problems, step)
-        n_groups = all_reduce_sum([len(kept_problems)])[0]
-        ids = [p.id for p in kept_problems]
+        rollout, rewards, correct, groups, hinted = kept.cat(self.pad_id)
+        adv, variant_stats = self.variants.advantages(rollout, rewards, correct, groups, hinted, kept.problems, step)
+        n_groups = all_reduce_sum([len(kept.problems)])[0]
+        ids = [p.id for p in kept.problems]
         if n_groups > 0:
             stats = self.update(rollout, None if rollout is None else adv.to(rollout.completion_ids.device), ids, step,
                                 hinted=hinted)

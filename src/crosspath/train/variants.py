@@ -54,6 +54,33 @@ def check(cfg) -> None:
         raise ValueError("; ".join(clashes))
 
 
+class KeptRows:
+    """The rows a step trains on, gathered over its refill rounds: rollouts, rewards, correctness,
+    group ids (renumbered 0.. over the step's kept questions), hinted flags and the questions."""
+
+    def __init__(self):
+        self.parts, self.rewards, self.correct, self.groups, self.hinted, self.problems = [], [], [], [], [], []
+
+    def add(self, take: list[int], problems: list, r: Rollout, rewards: torch.Tensor, scored: list,
+            groups: torch.Tensor, hinted: torch.Tensor) -> None:
+        """Keep the rows of the questions `take` (indices into `problems`; groups: [N] their rows)."""
+        where = {q: len(self.problems) + k for k, q in enumerate(take)}  # question -> group id in the step
+        rows = [i for i, q in enumerate(groups.tolist()) if q in where]
+        if rows:
+            self.parts.append(r.select(rows))
+            self.rewards.append(rewards[rows])
+            self.correct.append(torch.tensor([bool(scored[i][1]) for i in rows]))
+            self.groups.append(torch.tensor([where[int(groups[i])] for i in rows]))
+            self.hinted.append(hinted[rows])
+        self.problems += [problems[q] for q in take]
+
+    def cat(self, pad_id: int):
+        """(rollout or None, rewards [N], correct [N], groups [N], hinted [N])."""
+        cat = lambda xs, dtype: torch.cat(xs) if xs else torch.zeros(0, dtype=dtype)  # noqa: E731
+        return (cat_rollouts(self.parts, pad_id) if self.parts else None, cat(self.rewards, torch.float),
+                cat(self.correct, torch.bool), cat(self.groups, torch.long), cat(self.hinted, torch.bool))
+
+
 class Variants:
     """The variants' part of the step, bound to a Trainer (its model, tokenizer, sampler, config)."""
 
