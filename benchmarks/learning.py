@@ -103,12 +103,13 @@ def table(path: Path = RESULTS) -> str:
     if variants:
         out.append("\nVariants next to GRPO of the same seed (steps without gradient: every advantage 0; s per step: "
                    "mean step time; McNemar: exact test of the final adapters on the same held-out questions):\n")
-        out += ["| model | steps | seed | variant | accuracy before / after % | GRPO after % | only grpo / only variant | "
-                "McNemar p | steps without gradient % (grpo) | s per step (grpo) |",
+        out += ["| model | steps | seed | variant | accuracy before / after % | GRPO after % | "
+                "only grpo / only variant | McNemar p | steps without gradient % (grpo) | s per step (grpo) |",
                 "|---|---|---|---|---|---|---|---|---|---|"] + variants
     behaviour = _behaviour(rows)
     if behaviour:
-        out.append("\nBehaviour (steps without gradient: every advantage 0, or for runs logged before adv_nonzero_frac every group's rewards equal; greedy held-out answers):\n")
+        out.append("\nBehaviour (steps without gradient: every advantage 0, or for runs logged before "
+                   "adv_nonzero_frac every group's rewards equal; greedy held-out answers):\n")
         out += ["| algo | seed | steps without gradient % | marker format rate % before / after | "
                 "answer chars before / after |", "|---|---|---|---|---|"] + behaviour
     out.append("\nCurves (eval accuracy % by step):")
@@ -163,7 +164,8 @@ def _variants(rows: list[dict]) -> list[str]:
         a, b = set(base.get("after_correct", [])), set(r.get("after_correct", []))
         ng = lambda x: f"{100 * x['stats']['no_gradient_steps']:.0f}" if "stats" in x else "-"  # noqa: E731
         out.append(f"| {model} | {steps} | {seed} | {name} | {100 * r['before']:.1f} / {100 * r['after']:.1f} | "
-                   f"{100 * base['after']:.1f} | {len(a - b)} / {len(b - a)} | {_mcnemar_p(len(a - b), len(b - a)):.3f} | "
+                   f"{100 * base['after']:.1f} | {len(a - b)} / {len(b - a)} | "
+                   f"{_mcnemar_p(len(a - b), len(b - a)):.3f} | "
                    f"{ng(r)} ({ng(base)}) | {step_seconds(r):.1f} ({step_seconds(base):.1f}) |")
     return out
 

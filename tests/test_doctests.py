@@ -8,6 +8,7 @@ import pytest
 MODULES = ["crosspath.backends.base", "crosspath.infer.routing", "crosspath.infer.leap", "crosspath.infer.budget",
            "crosspath.infer.prompts", "crosspath.tasks", "crosspath.tasks.hub", "crosspath.tasks.datasets",
            "crosspath.tasks.metrics", "crosspath.tasks.grading", "crosspath.tasks.rg_scoring", "crosspath.train.grpo",
+           "crosspath.train.spo", "crosspath.train.shaping", "crosspath.train.hints",
            "crosspath.train.m3po", "crosspath.config", "crosspath.rundir", "crosspath.serve.protocol",
            "crosspath.report.rows", "crosspath.report.markup"]
 

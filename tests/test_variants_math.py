@@ -31,7 +31,8 @@ def test_group_ids_give_the_same_advantages_and_allow_uneven_groups():
     s1 = math.sqrt(4 * 0.25 / 3)  # unbiased std of [0, 0, 1, 1]
     torch.testing.assert_close(std, torch.tensor([0.0, s1, 0.0, s1, s1, s1]))
     adv = group_advantages(rewards, ids)
-    torch.testing.assert_close(adv, torch.tensor([0.0, -0.5, 0.0, -0.5, 0.5, 0.5]) / (torch.tensor([0, s1, 0, s1, s1, s1]) + 1e-4))
+    std = torch.tensor([0, s1, 0, s1, s1, s1])
+    torch.testing.assert_close(adv, torch.tensor([0.0, -0.5, 0.0, -0.5, 0.5, 0.5]) / (std + 1e-4))
     assert torch.equal(group_advantages(torch.tensor([3.0]), torch.tensor([0])), torch.zeros(1))  # group of one
 
 
@@ -80,7 +81,8 @@ def test_spo_advantages_are_batch_normalised_and_groups_of_one_work():
 
 
 def test_spo_divergence_and_tracker_state():
-    d = policy_divergence(torch.tensor([[-1.0, -1.0, -5.0]]), torch.tensor([[-1.2, -0.8, 0.0]]), torch.tensor([[1, 1, 0]]))
+    d = policy_divergence(torch.tensor([[-1.0, -1.0, -5.0]]), torch.tensor([[-1.2, -0.8, 0.0]]),
+                          torch.tensor([[1, 1, 0]]))
     torch.testing.assert_close(d, torch.tensor([0.2]))
     t = ValueTracker()
     t.init(["a", "b"], [2.0, 0.0], [8, 0])

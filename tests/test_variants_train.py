@@ -160,12 +160,15 @@ def test_hinted_rows_train_without_the_hint(tmp_path, monkeypatch):
 
 
 def test_options_that_cannot_work_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="needs --baseline spo"):
+    from crosspath.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--group-size 1: must be >= 2 without --baseline spo"):
         Trainer(config(tmp_path, group_size=1))
-    with pytest.raises(ValueError, match="--scale-rewards has no effect"):
+    with pytest.raises(ConfigError, match="--scale-rewards batch: has no effect with --baseline spo"):
         Trainer(config(tmp_path, baseline="spo", scale_rewards="batch"))
-    with pytest.raises(ValueError, match="would drop every group of one"):
+    with pytest.raises(ConfigError, match="would drop every group of one"):
         Trainer(config(tmp_path, baseline="spo", group_size=1, filter_groups=True))
+    assert not (tmp_path / "run").exists()  # refused before the run directory was claimed
 
 
 def test_one_shot_example_by_id_and_its_variance_ranking(tmp_path, monkeypatch):

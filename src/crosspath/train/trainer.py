@@ -224,7 +224,8 @@ class Trainer:
                     sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature), None)
                 old = olds[c]
                 if hinted is not None and bool(hinted[rows_c].any()):  # Guide: pi(o | q) / pi_old(o | q, hint)
-                    old = behaviour_logprobs(logp.detach() if old is None else old, mb.sampling_logprobs, hinted[rows_c])
+                    old = behaviour_logprobs(logp.detach() if old is None else old, mb.sampling_logprobs,
+                                             hinted[rows_c])
                 loss, st = policy_loss(logp, old, refs[c], advantages[rows_c], mb.completion_mask,
                                        cfg.loss_type, cfg.beta, eps, cfg.epsilon_high,
                                        max_completion_length=cfg.max_new_tokens,
@@ -336,7 +337,8 @@ class Trainer:
                "adv_nonzero_frac": nonzero / max(rows_total, 1.0),
                **{k: pairs[2 * i] / max(pairs[2 * i + 1], 1.0) for i, k in enumerate(variant_stats)},
                **({"hinted_groups": int(s["hinted_groups"]),
-                   "hinted_solved_frac": s["hinted_solved"] / max(s["hinted_groups"], 1.0)} if cfg.hints != "off" else {}),
+                   "hinted_solved_frac": s["hinted_solved"] / max(s["hinted_groups"], 1.0)}
+                  if cfg.hints != "off" else {}),
                **stats, "skipped": n_groups == 0,
                "rollout_seconds": round(t_roll - t0, 3), "update_seconds": round(time.time() - t_roll, 3)}
         row["step_seconds"] = round(time.time() - t0, 3)

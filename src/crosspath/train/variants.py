@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from crosspath.config import ConfigError
 from crosspath.models import render_prompt
 from crosspath.tasks import SameAnswer, extract_answer
 from crosspath.train.distributed import all_gather_objects, all_reduce_sum
@@ -42,16 +43,21 @@ SPO_INIT_ATTEMPT = 2000  # ... and of SPO's first-visit samples
 
 
 def check(cfg) -> None:
-    """Refuse option combinations that cannot do what they say (before any model loads)."""
+    """Refuse option combinations that cannot do what they say, with the other option checks
+    (ConfigError, before the run directory is claimed or any model loads)."""
     clashes = []
     if cfg.group_size < 2 and cfg.baseline != "spo":
-        clashes.append(f"--group-size {cfg.group_size} needs --baseline spo (a group of one has no group baseline)")
+        clashes.append(f"--group-size {cfg.group_size}: must be >= 2 without --baseline spo (a group of one has no "
+                       "group baseline)")
     if cfg.baseline == "spo" and cfg.scale_rewards != "group":
-        clashes.append("--scale-rewards has no effect with --baseline spo (SPO normalises over the batch)")
+        clashes.append(f"--scale-rewards {cfg.scale_rewards}: has no effect with --baseline spo (SPO normalises "
+                       "over the batch)")
     if cfg.group_size < 2 and cfg.filter_groups:
-        clashes.append("--filter-groups would drop every group of one (their reward std is 0)")
+        clashes.append("--filter-groups: would drop every group of one (their reward std is 0)")
+    if len(clashes) == 1:
+        raise ConfigError(f"invalid option {clashes[0]}")
     if clashes:
-        raise ValueError("; ".join(clashes))
+        raise ConfigError("invalid options:\n" + "\n".join("  " + c for c in clashes))
 
 
 class KeptRows:
@@ -116,7 +122,8 @@ class Variants:
             asked = [replace(problems[q], question=hinted_question(problems[q].question, steps[q][:c]))
                      for q, c in zip(todo, counts)]
             h = self.t.sample(asked, step, HINT_ATTEMPT + attempt * cfg.hint_rounds + k)
-            new = [T.reward(problems[todo[i // g]], text, cfg.marker, cfg.marker_rule) for i, text in enumerate(h.texts)]
+            new = [T.reward(problems[todo[i // g]], text, cfg.marker, cfg.marker_rule)
+                   for i, text in enumerate(h.texts)]
             rows = [q * g + j for q in todo for j in range(g)]  # the same questions' plain prompts
             parts.append(replace(h, prompt_ids=r.prompt_ids[rows], prompt_mask=r.prompt_mask[rows]))
             scored += new
