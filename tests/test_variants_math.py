@@ -188,6 +188,8 @@ def test_hint_steps_of_the_tasks():
     gsm = Problem("g", "q", "72", meta={"solution": "A = <<1+1=2>>2.\nB = <<2*36=72>>72.\n#### 72"})
     assert hint_steps(gsm) == ["A = 2."] and solution_steps(gsm.meta["solution"]) == ["A = 2.", "B = 72."]
     assert hint_steps(Problem("d", "What is 8 + 3?", "11")) == []  # nothing to show
+    countdown = load_task("rg:countdown", limit=1, seed=0)[0]  # its "expression" is the answer itself
+    assert hint_steps(countdown) == []
 
 
 def test_hint_length_and_text():

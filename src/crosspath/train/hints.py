@@ -16,8 +16,8 @@ correction (REFERENCE.md Part II §6):
 
 Where the hint comes from (`hint_steps`): a worked solution in the problem (GSM8K: its lines
 without the <<...>> calculator notes; MATH: its sentences up to the \\boxed one), or, for the
-reasoning-gym arithmetic tasks (chain_sum, basic_arithmetic), the expression's own evaluation, one
-operation per step, computed from the expression (`arithmetic_steps`). A hint never contains the
+reasoning-gym arithmetic tasks (chain_sum, basic_arithmetic, products), the expression's own
+evaluation, one operation per step, computed from the expression (`arithmetic_steps`). A hint never contains the
 last step, which states the answer: a question whose solution is one step long gets no hint.
 
 How long (`hint_count`): Guide-style, a fixed share of the available steps (--hint-fraction 0.5,
@@ -48,6 +48,7 @@ HINT_MODES = ("off", "guide", "seele")
 HINT_EPSILON = 0.2  # PPO clip of the hinted rows when --epsilon is unset (Guide keeps PPO's clip)
 SEELE_SLOPE = 8.0  # k of a(h) = sigmoid(k (h - b)): accuracy goes 0.12 -> 0.88 over a quarter of the hint
 MEMORY = 32  # observations kept per question
+RG_ARITHMETIC = ("chain_sum", "basic_arithmetic", "products")  # rg tasks whose answer is the expression's value
 
 _OPS = {ast.Add: ("+", 1), ast.Sub: ("-", 1), ast.Mult: ("*", 2), ast.Div: ("/", 2)}
 
@@ -153,8 +154,9 @@ def hint_steps(problem) -> list[str]:
         ['5 - 3 = 2, leaving 2 - 6']
     """
     meta = problem.meta or {}
-    expression = (((meta.get("rg") or {}).get("entry") or {}).get("metadata") or {}).get("expression")
-    if isinstance(expression, str):
+    rg = meta.get("rg") or {}
+    expression = ((rg.get("entry") or {}).get("metadata") or {}).get("expression")
+    if rg.get("name") in RG_ARITHMETIC and isinstance(expression, str):  # (countdown's expression IS its answer)
         steps = arithmetic_steps(expression)
     elif isinstance(meta.get("solution"), str):
         steps = solution_steps(meta["solution"])
