@@ -1,8 +1,11 @@
-"""Does training lift held-out accuracy? GRPO vs M3PO, one algorithm and seed per invocation.
+"""Does training lift held-out accuracy? GRPO vs M3PO (and the RL variants), one algorithm, variant
+and seed per invocation.
 
-    python benchmarks/learning.py --algo grpo|m3po --seed S [--steps 60] [--model smollm2-135m]
-                                  [--eval-every 20] [--threads N] [--root runs/bench/learning]
+    python benchmarks/learning.py --algo grpo|m3po --seed S [--variant NAME] [--steps 60]
+                                  [--model smollm2-135m] [--eval-every 20] [--threads N]
+                                  [--root runs/bench/learning]
     python benchmarks/learning.py --table          # aggregate everything recorded so far
+    python benchmarks/learning.py --variants       # list the variants and the options they set
 
 Task: rg:chain_sum with 2-3 terms of 1 digit; held-out set: 200 questions generated with seed 1234
 (the same for every run; removed from the training set), scored by greedy decoding (one path, no
@@ -11,8 +14,13 @@ blend) with the training prompt. Training: crosspath's Trainer with its defaults
 lr 5e-5, cosine with 10% warmup, clip 0.1, beta 0; M3PO lambda 0.1, T 0.1, similarity weights).
 Evaluation at step 0, every `--eval-every` steps and at the end gives the accuracy curve.
 
-Each invocation appends one row (algo, seed, steps, accuracy before/after, the curve, the ids of
-the questions right before and after, wall time, machine, command) to
+--variant adds the options of one RL variant (VARIANTS below: SPO, SEED-GRPO, GRPO-lambda, Guide and
+SEELE hints, 1-shot RLVR, GSPO, CISPO) to the same task, steps and held-out set; `--table` then
+lists them next to GRPO of the same seed (accuracy, steps without gradient, step time, exact McNemar
+test on the held-out questions).
+
+Each invocation appends one row (algo, variant, seed, steps, accuracy before/after, the curve, the
+ids of the questions right before and after, wall time, machine, command) to
 benchmarks/results/learning.jsonl, so the comparison builds up over several sittings; `--table`
 also compares GRPO and M3PO of the same seed question by question (exact McNemar test); a killed invocation resumes from its last checkpoint when started again with the same
 arguments (its run directory is <root>/<algo>-s<seed>-k<steps>).
@@ -33,6 +41,36 @@ from crosspath.envinfo import machine
 
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
 
+# name -> (TrainConfig options on top of the recorded GRPO rows' settings, why these values)
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "none": ({}, "the recorded GRPO / M3PO rows"),
+    "spo": ({"baseline": "spo", "group_size": 1, "questions_per_step": 8, "train_size": 60},
+            "SPO: one completion per question, 8 questions per step, a 60-question pool (45 after the held-out "
+            "ones go) so every question comes back ~10 times and its tracker matters; 480 completions + 45 x 8 "
+            "first-visit samples, vs GRPO's 960"),
+    "seed-grpo": ({"seed_grpo": True}, "SEED-GRPO: semantic-entropy scale, its code's f and alpha"),
+    "grpo-lambda": ({"length_penalty": "grpo-lambda"}, "GRPO-lambda: length penalty in the top half of groups"),
+    "guide": ({"hints": "guide"}, "Guide: all-wrong groups re-sampled with half of the evaluation steps"),
+    "seele": ({"hints": "seele", "hint_rounds": 2}, "SEELE: hint length fitted per question, 2 hinted rounds"),
+    "one-shot": ({"train_size": 1, "entropy_coef": 0.001},
+                 "1-shot RLVR: the first training question, repeated, entropy bonus 0.001"),
+    "gspo": ({"importance_level": "sequence", "num_iterations": 2, "epsilon": 3e-4, "epsilon_high": 4e-4},
+             "GSPO: sequence ratio; it differs from GRPO only off-policy, hence 2 updates per batch (TRL's clip)"),
+    "grpo-2iter": ({"num_iterations": 2, "epsilon": 0.2},
+                   "GSPO's control: token ratio, 2 updates per batch, PPO clip 0.2"),
+    "cispo": ({"loss_type": "cispo", "epsilon_high": 5.0, "scale_rewards": "batch"}, "CISPO: TRL's recipe"),
+}
+
+
+def label(r: dict) -> str:
+    """grpo, m3po, or grpo+spo etc. for a variant row (rows recorded before variants existed: none)."""
+    variant = r.get("variant", "none")
+    return r["algo"] if variant == "none" else f"{r['algo']}+{variant}"
+
+
+def step_seconds(r: dict) -> float:
+    return r.get("step_seconds", r["train_seconds"] / max(r["steps"], 1))
+
 
 def table(path: Path = RESULTS) -> str:
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
@@ -40,7 +78,7 @@ def table(path: Path = RESULTS) -> str:
         return f"no results in {path} yet"
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["algo"], r["steps"], r["eval_size"]), []).append(r)
+        groups.setdefault((r["model"], label(r), r["steps"], r["eval_size"]), []).append(r)
 
     def fmt(xs):
         spread = f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else ""
@@ -61,15 +99,23 @@ def table(path: Path = RESULTS) -> str:
         out.append("\nItem by item, same held-out questions, final adapters of the same seed:\n")
         out += ["| model | steps | seed | both right | only grpo | only m3po | both wrong | exact McNemar p |",
                 "|---|---|---|---|---|---|---|---|"] + paired
+    variants = _variants(rows)
+    if variants:
+        out.append("\nVariants next to GRPO of the same seed (steps without gradient: every advantage 0; s per step: "
+                   "mean step time; McNemar: exact test of the final adapters on the same held-out questions):\n")
+        out += ["| model | steps | seed | variant | accuracy before / after % | GRPO after % | "
+                "only grpo / only variant | McNemar p | steps without gradient % (grpo) | s per step (grpo) |",
+                "|---|---|---|---|---|---|---|---|---|---|"] + variants
     behaviour = _behaviour(rows)
     if behaviour:
-        out.append("\nBehaviour (steps without gradient: every group's rewards equal; greedy held-out answers):\n")
+        out.append("\nBehaviour (steps without gradient: every advantage 0, or for runs logged before "
+                   "adv_nonzero_frac every group's rewards equal; greedy held-out answers):\n")
         out += ["| algo | seed | steps without gradient % | marker format rate % before / after | "
                 "answer chars before / after |", "|---|---|---|---|---|"] + behaviour
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
-        out.append(f"- {r['algo']} seed {r['seed']} ({r['model']}, {r['steps']} steps): {curve}")
+        out.append(f"- {label(r)} seed {r['seed']} ({r['model']}, {r['steps']} steps): {curve}")
     return "\n".join(out)
 
 
@@ -89,7 +135,7 @@ def _paired(rows: list[dict]) -> list[str]:
     """GRPO vs M3PO on the same questions, per seed (and pooled over seeds): agreement counts and an
     exact McNemar test. The pooled test treats the seeds' disagreements as independent, which they are
     not quite (every seed uses the same held-out questions)."""
-    by = {(r["model"], r["steps"], r["eval_size"], r["seed"], r["algo"]): r for r in rows if "after_correct" in r}
+    by = {(r["model"], r["steps"], r["eval_size"], r["seed"], label(r)): r for r in rows if "after_correct" in r}
     out, pooled = [], {}
     for (model, steps, n, seed, algo), g in sorted(by.items()):
         m = by.get((model, steps, n, seed, "m3po"))
@@ -106,10 +152,28 @@ def _paired(rows: list[dict]) -> list[str]:
     return out
 
 
+def _variants(rows: list[dict]) -> list[str]:
+    """One line per variant row: its accuracy, GRPO's (same model, steps, held-out set, seed), the
+    discordant questions and their exact McNemar test, steps without gradient and step time of both."""
+    by = {(r["model"], r["steps"], r["eval_size"], r["seed"], label(r)): r for r in rows}
+    out = []
+    for (model, steps, n, seed, name), r in sorted(by.items()):
+        base = by.get((model, steps, n, seed, r["algo"]))
+        if r.get("variant", "none") == "none" or base is None:
+            continue
+        a, b = set(base.get("after_correct", [])), set(r.get("after_correct", []))
+        ng = lambda x: f"{100 * x['stats']['no_gradient_steps']:.0f}" if "stats" in x else "-"  # noqa: E731
+        out.append(f"| {model} | {steps} | {seed} | {name} | {100 * r['before']:.1f} / {100 * r['after']:.1f} | "
+                   f"{100 * base['after']:.1f} | {len(a - b)} / {len(b - a)} | "
+                   f"{_mcnemar_p(len(a - b), len(b - a)):.3f} | "
+                   f"{ng(r)} ({ng(base)}) | {step_seconds(r):.1f} ({step_seconds(base):.1f}) |")
+    return out
+
+
 def _run_stats(run: Path, metrics: list[dict]) -> dict:
-    """What the runs did besides accuracy: share of steps without gradient (every group's rewards
-    equal), marker format rate and mean completion length (characters) of the greedy held-out answers
-    before and after training."""
+    """What the runs did besides accuracy: share of steps without gradient (every advantage 0; runs
+    logged before `adv_nonzero_frac` existed: every group's rewards equal), marker format rate and
+    mean completion length (characters) of the greedy held-out answers before and after training."""
     steps = [r for r in metrics if "reward_std" in r]
     evals = [r for r in metrics if "eval_accuracy" in r]
 
@@ -117,22 +181,26 @@ def _run_stats(run: Path, metrics: list[dict]) -> dict:
         texts = [r["text"] for r in map(json.loads, (run / "samples" / f"eval-step-{step}.jsonl").read_text().splitlines())]
         return round(statistics.mean(len(t) for t in texts), 1)
 
-    return {"no_gradient_steps": round(statistics.mean(r["reward_std"] == 0 for r in steps), 3),
+    no_gradient = [r["adv_nonzero_frac"] == 0 if "adv_nonzero_frac" in r else r["reward_std"] == 0 for r in steps]
+    return {"no_gradient_steps": round(statistics.mean(no_gradient), 3),
             "format_before": evals[0]["eval_format_rate"], "format_after": evals[-1]["eval_format_rate"],
             "chars_before": chars(evals[0]["step"]), "chars_after": chars(evals[-1]["step"])}
 
 
 def _behaviour(rows: list[dict]) -> list[str]:
-    return [f"| {r['algo']} | {r['seed']} | {100 * r['stats']['no_gradient_steps']:.0f} | "
+    return [f"| {label(r)} | {r['seed']} | {100 * r['stats']['no_gradient_steps']:.0f} | "
             f"{100 * r['stats']['format_before']:.1f} / {100 * r['stats']['format_after']:.1f} | "
             f"{r['stats']['chars_before']:.0f} / {r['stats']['chars_after']:.0f} |"
-            for r in sorted(rows, key=lambda r: (r["algo"], r["seed"])) if "stats" in r]
+            for r in sorted(rows, key=lambda r: (label(r), r["seed"])) if "stats" in r]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--algo", choices=("grpo", "m3po"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", default="none", choices=sorted(VARIANTS),
+                    help="RL variant options on top of --algo (--variants lists them)")
+    ap.add_argument("--variants", action="store_true", help="list the variants and exit")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-size", type=int, default=200, help="held-out questions (200 for the recorded figures)")
@@ -148,6 +216,10 @@ def main(argv=None) -> int:
     if args.table:
         print(table(Path(args.results)))
         return 0
+    if args.variants:
+        for name, (options, why) in VARIANTS.items():
+            print(f"{name}: {options or '-'}\n    {why}")
+        return 0
     if not args.algo:
         ap.error("--algo is required (or --table)")
     import torch
@@ -157,17 +229,19 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    key = (args.model, args.algo, args.seed, args.steps, args.eval_size)
+    key = (args.model, args.algo, args.variant, args.seed, args.steps, args.eval_size)
     done = [json.loads(ln) for ln in Path(args.results).read_text().splitlines() if ln.strip()] \
         if Path(args.results).exists() else []
-    if not args.force and any((r["model"], r["algo"], r["seed"], r["steps"], r["eval_size"]) == key for r in done):
+    if not args.force and any((r["model"], r["algo"], r.get("variant", "none"), r["seed"], r["steps"], r["eval_size"])
+                              == key for r in done):
         print(f"{key} is already recorded in {args.results} (--force runs it again)\n\n" + table(Path(args.results)))
         return 0
-    out = Path(args.root) / f"{args.algo}-s{args.seed}-k{args.steps}"
+    tag = args.algo if args.variant == "none" else f"{args.algo}-{args.variant}"
+    out = Path(args.root) / f"{tag}-s{args.seed}-k{args.steps}"
     cfg = TrainConfig(algo=args.algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
                       eval_seed=1234, eval_every=args.eval_every, max_new_tokens=args.max_new_tokens,
                       save_every=max(args.eval_every, 1), out=str(out),
-                      resume=latest_checkpoint(out) is not None, overwrite=True)
+                      resume=latest_checkpoint(out) is not None, overwrite=True, **VARIANTS[args.variant][0])
     t0 = time.time()
     trainer = Trainer(cfg)
     trainer.fit()
@@ -177,13 +251,14 @@ def main(argv=None) -> int:
     curve = [(r["step"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
     train_secs = sum(r.get("step_seconds", 0.0) for r in rows)
     result = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "command": shlex.join(sys.argv),
-              "model": args.model, "algo": args.algo, "seed": args.seed, "steps": args.steps,
+              "model": args.model, "algo": args.algo, "variant": args.variant, "seed": args.seed, "steps": args.steps,
               "eval_size": args.eval_size, "before": curve[0][1], "after": curve[-1][1], "curve": curve,
               "train_seconds": round(train_secs, 1), "wall_seconds": round(time.time() - t0, 1),
+              "step_seconds": round(statistics.mean(r["step_seconds"] for r in rows if "step_seconds" in r), 2),
               "mean_reward": statistics.mean(r["reward_mean"] for r in rows if "reward_mean" in r),
               "run": str(out), "before_correct": _correct_ids(out, curve[0][0]),
               "after_correct": _correct_ids(out, curve[-1][0]), "stats": _run_stats(out, rows)}
-    print(f"\n# Learning: {args.algo} seed {args.seed}\n\nMachine: {machine()}  \n"
+    print(f"\n# Learning: {tag} seed {args.seed}\n\nMachine: {machine()}  \n"
           f"Command: `python {shlex.join(sys.argv)}`\n")
     print("| step | held-out greedy accuracy % |\n|---|---|")
     for s, a in curve:

@@ -11,6 +11,7 @@ MODULES = ["crosspath.backends.base", "crosspath.backends.vllm", "crosspath.infe
            "crosspath.tasks.rg_scoring", "crosspath.train.grpo", "crosspath.train.m3po", "crosspath.config",
            "crosspath.rundir", "crosspath.serve.protocol", "crosspath.report.rows", "crosspath.report.markup"]
 MODULES += ["crosspath.infer.aggregate", "crosspath.infer.deepconf", "crosspath.infer.pacore", "crosspath.infer.moa"]
+MODULES += ["crosspath.train.spo", "crosspath.train.shaping", "crosspath.train.hints"]
 
 
 @pytest.mark.parametrize("name", MODULES)

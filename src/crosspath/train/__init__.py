@@ -1,7 +1,11 @@
 """RL training: GRPO, M3PO and LeaP-GRPO with LoRA.
 
-    grpo.py         group advantages, k3 KL, the policy losses (pure tensor functions)
+    grpo.py         group advantages, k3 KL, the policy losses (GSPO, CISPO) (pure tensor functions)
     m3po.py         the cross-path blend of thinking inputs (pure tensor function)
+    spo.py          SPO: the per-question value tracker and batch-normalised advantages
+    shaping.py      SEED-GRPO's semantic-entropy scale, GRPO-lambda's length penalty
+    hints.py        hints for hopeless groups (Guide, SEELE): solution steps, hint length
+    variants.py     what those options add to a step, and their state across steps
     rollout.py      step-by-step sampler that can blend inputs and records them; greedy decoding
     leap_rollout.py LeaP groups as rollouts: the inference loop, with masks of the path's own tokens
     trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
@@ -32,10 +36,14 @@ from typing import ClassVar
 from crosspath.config import DTYPES, field
 from crosspath.models import DEFAULT_MODEL
 
-# the one list of each (grpo.py and m3po.py import them; here they stay importable without torch)
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # grpo.policy_loss
+# the one list of each (the math modules import them; here they stay importable without torch)
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo")  # grpo.policy_loss
 SCALES = ("group", "batch", "none")  # grpo.group_advantages
+IMPORTANCE_LEVELS = ("token", "sequence")  # grpo: per-token or per-sequence (GSPO) ratio
 WEIGHTINGS = ("similarity", "uniform")  # m3po
+RHO_TYPES = ("kl", "constant")  # spo
+SEED_SCALINGS = ("reciprocal", "linear", "exponential")  # shaping (SEED-GRPO)
+HINT_MODES = ("off", "guide", "seele")  # hints
 TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
 
 
@@ -57,12 +65,15 @@ class TrainConfig:
     eval_split: str = field("test", "dataset split of the held-out questions, for tasks with splits; must differ "
                                     "from --split")
     task_seed: int = field(0, "seed of the generated training set", ge=0)
-    train_size: int = field(2000, "training questions (any that is also held out, by id or text, is dropped)", ge=1)
+    train_size: int = field(2000, "training questions (any that is also held out, by id or text, is dropped); "
+                                  "1 = 1-shot RLVR: one example, repeated", ge=1)
+    train_ids: list[str] | None = field(None, "train only on these question ids, picked from the first --train-size "
+                                              "(1-shot RLVR: the example with the highest historical variance)")
     eval_size: int = field(200, "held-out questions for the greedy evaluation", ge=0)
     eval_seed: int = field(1234, "seed of the generated held-out set (differs from task_seed)", ge=0)
     steps: int = field(100, "optimizer steps in total (a resumed run with a larger value extends it)", ge=1)
     questions_per_step: int = field(2, "B: questions per step, over all ranks (a multiple of the world size)", ge=1)
-    group_size: int = field(8, "G: completions per question", ge=2)
+    group_size: int = field(8, "G: completions per question (1 only with --baseline spo)", ge=1)
     max_new_tokens: int = field(64, "completion length (paper: 1024)", ge=1)
     temperature: float = field(0.8, "sampling temperature, also applied to the loss log-probs (HRPO: 0.5)", gt=0)
     sample_top_k: int = field(0, "sampling top-k (0 = off; was --top-k)", ge=0)
@@ -74,14 +85,47 @@ class TrainConfig:
     max_grad_norm: float = field(0.1, "gradient-norm clip (paper 0.1; <= 0: off)")
     optim: str = field("adamw", "adamw, or adamw_8bit (bitsandbytes)", choices=("adamw", "adamw_8bit"))
     beta: float = field(0.0, "KL coefficient to the base model (paper 0.005; 0 skips the reference forward)", ge=0)
-    loss_type: str = field("grpo", "loss aggregation", choices=LOSS_TYPES)
+    loss_type: str = field("grpo", "loss aggregation, or cispo (clamped, detached ratio times log-prob)",
+                           choices=LOSS_TYPES)
     scale_rewards: str = field("group", "advantage scaling by the std of the group, the batch, or none", choices=SCALES)
+    importance_level: str = field("token", "importance ratio per token, or per sequence (GSPO: the geometric mean "
+                                           "over the completion; differs from token only off-policy)",
+                                  choices=IMPORTANCE_LEVELS)
     epsilon: float | None = field(None, "PPO clip range (None: no clipping, exact for num_iterations 1)", gt=0)
-    epsilon_high: float | None = field(None, "upper clip range (default: epsilon)", gt=0)
+    epsilon_high: float | None = field(None, "upper clip range (default: epsilon; cispo: the ratio's cap, "
+                                             "default 5.0)", gt=0)
+    entropy_coef: float = field(0.0, "entropy bonus: + coef x the policy's token entropy (1-shot RLVR: 0.001)", ge=0)
+    baseline: str = field("group", "advantage baseline: the group's mean, or spo (a persistent per-question value "
+                                   "tracker; advantages normalised over the batch; --group-size 1 allowed)",
+                          choices=("group", "spo"))
+    spo_rho: str = field("kl", "SPO: the tracker's forgetting factor from the policy's drift on the question (kl), "
+                               "or constant 0.875", choices=RHO_TYPES)
+    spo_init_samples: int = field(8, "SPO: samples of a question at its first visit that set its prior "
+                                     "(0: alpha = beta = 0.5)", ge=0)
+    seed_grpo: bool = field(False, "SEED-GRPO: scale each question's advantages down as the semantic entropy of "
+                                   "its group's answers rises")
+    seed_alpha: float = field(0.0417, "SEED-GRPO: alpha of f(alpha SE / log G) (its code: 0.0417; paper text: 0.02)",
+                              ge=0)
+    seed_scaling: str = field("reciprocal", "SEED-GRPO: f, 1/(1+x) (its code), 1-x or exp(-x)",
+                              choices=SEED_SCALINGS)
+    length_penalty: str = field("off", "Kimi-1.5 length reward: grpo-lambda (only in the groups that are mostly "
+                                       "right), always (every group), off", choices=("off", "grpo-lambda", "always"))
+    length_penalty_top: float = field(0.5, "GRPO-lambda: share of the batch's groups, highest correctness first, "
+                                           "that get the length penalty", gt=0, le=1)
+    length_penalty_min_ratio: float = field(0.0, "GRPO-lambda: ... and only if their correctness ratio is above "
+                                                 "this", ge=0, lt=1)
+    hints: str = field("off", "questions whose completions all got reward 0 are sampled again with the first steps "
+                              "of a solution as a hint, trained without it: guide (fixed hint length), seele "
+                              "(hint length fitted per question to --hint-target accuracy)", choices=HINT_MODES)
+    hint_fraction: float = field(0.5, "guide: share of the solution's steps (all but the last) in the hint", ge=0, le=1)
+    hint_target: float = field(0.5, "seele: the accuracy the hint length aims at", gt=0, lt=1)
+    hint_rounds: int = field(1, "hinted re-sampling rounds per step for questions still without a reward", ge=1)
     num_iterations: int = field(1, "updates per rollout batch (> 1 reuses it: set --epsilon)", ge=1)
     marker: str = field("####", "answer marker; the thinking phase ends where it appears")
     marker_rule: bool = field(True, "reward 0 when the marker appears more than once (HRPO/M3PO)")
     filter_groups: bool = field(False, "drop all-equal-reward groups and sample more questions to refill")
+    filter_std_eps: float = field(1e-6, "filter_groups: a group counts as all-equal when its reward std is <= this",
+                                  ge=0)
     max_filter_rounds: int = field(4, "filter_groups: extra sampling rounds per step at most", ge=0)
     micro_batch_size: int = field(16, "completions per forward/backward; their gradients accumulate", ge=1)
     gradient_checkpointing: bool = field(False, "recompute activations in the backward (saves memory)")

@@ -12,6 +12,7 @@ A checkpoint folder `checkpoints/step-N/` holds
     scheduler.pt         scheduler.state_dict()
     rng-rank<R>.pt       python / numpy / torch / cuda RNG states of every rank
     trainer_state.json   {"step": N, ...the trainer's own state, e.g. the data position}
+    extra.pt             (optional) larger state of the trainer, e.g. SPO's per-question trackers
 
 and only ever appears complete: everything is written into `checkpoints/.tmp-step-N/` and the folder
 is renamed at the end (a rename is atomic on one filesystem), so a kill leaves either the whole
@@ -60,8 +61,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: dict[str, Any],
-                    rank: int = 0, keep: int | None = None) -> Path:
+                    rank: int = 0, keep: int | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write checkpoints/step-N/ atomically (all ranks call it; rank 0 writes all but its RNG).
+    `extra` (plain python values) goes to extra.pt; load_checkpoint returns it as state["extra"].
 
     Deletes the oldest complete checkpoints beyond `keep` (None or <= 0: keep all). Refuses
     (NonFiniteError, nothing written) when a trainable weight holds a NaN/inf or overflows when
@@ -84,6 +86,8 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: 
         save_weights(model, tmp / "adapter")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if extra is not None:
+            torch.save(extra, tmp / "extra.pt")
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, "time": time.time(), **state}, indent=1))
         if final.exists():  # the same step saved again: swap, never leave a gap
             old = run.ckpt_dir / f".tmp-old-step-{step}"
@@ -113,7 +117,10 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None, rank: i
     rng = folder / f"rng-rank{rank}.pt"
     if rng.exists():
         set_rng_state(torch.load(rng, weights_only=False))
-    return json.loads((folder / STATE_FILE).read_text())
+    state = json.loads((folder / STATE_FILE).read_text())
+    if (folder / "extra.pt").exists():
+        state["extra"] = torch.load(folder / "extra.pt")
+    return state
 
 
 def load_latest_finite(run_dir: str | Path, model, optimizer, scheduler, probe_ids: torch.Tensor,

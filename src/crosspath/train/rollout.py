@@ -284,9 +284,11 @@ def _marker_done(tokenizer, tokens: list[torch.Tensor], thinking: torch.Tensor, 
 
 
 def sequence_logprobs(
-    model, rollout: Rollout, use_recorded_embeds: bool = True, temperature: float = 1.0
-) -> torch.Tensor:
-    """Per-token log-probs of the completion tokens in one full forward (with grad): [N, T] float32.
+    model, rollout: Rollout, use_recorded_embeds: bool = True, temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the completion tokens in one full forward (with grad): [N, T] float32
+    (with `with_entropy`, also the entropy of the next-token distribution at each position, [N, T]).
 
     Input = embedding(prompt tokens) followed by the completion inputs at positions 0..T-2
     (rollout.inputs_embeds when use_recorded_embeds, else embedding(completion_ids)); the logits
@@ -312,7 +314,7 @@ def sequence_logprobs(
     attn = torch.cat([rollout.prompt_mask, rollout.completion_mask[:, :-1]], dim=1)  # [N, P+T-1]
     out = model(inputs_embeds=inputs, attention_mask=attn, position_ids=_positions(attn),
                 use_cache=False, logits_to_keep=t)
-    return token_logprobs(out.logits, rollout.completion_ids, temperature)  # [N, T]
+    return token_logprobs(out.logits, rollout.completion_ids, temperature, with_entropy)  # [N, T] (, [N, T])
 
 
 def greedy_decode(

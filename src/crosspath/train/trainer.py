@@ -6,8 +6,10 @@ One step (docs/training.md has the math and every logged metric):
     rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
                M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
     rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
-    filter     (optional) drop groups whose rewards are all equal, draw more questions to refill
-    advantages group_advantages(rewards, G, scale_rewards)
+    hints      (optional) re-sample the all-wrong questions with a hint (variants.py, hints.py)
+    filter     (optional) drop groups whose reward std is <= filter_std_eps, draw more questions to refill
+    advantages group_advantages(rewards, G, scale_rewards), or SPO's tracker; SEED-GRPO, GRPO-lambda
+               (variants.py)
     update     micro-batches of `micro_batch_size` completions; GRPO scores plain ids, M3PO replays
                the recorded (blended) inputs; reference = the model with the adapter disabled
                (skipped when beta = 0); each micro-batch loss is divided by the global batch's
@@ -33,10 +35,10 @@ import torch
 from crosspath.config import to_dict
 from crosspath.models import load_model, render_prompt
 from crosspath.rundir import claim_run_dir, default_run_dir
-from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
 from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
+from crosspath.train.data import PROMPT, evaluate, load_splits, reward  # noqa: F401 (re-exported)
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.guard import check_finite, check_weights
@@ -44,14 +46,13 @@ from crosspath.train.lora import enable_activation_checkpointing, save_weights, 
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir
-from crosspath.train.grpo import filter_groups, group_advantages, policy_loss
-from crosspath.train.leap_rollout import cat_leap, exchange_metrics, loss_mask, path_budget, sample_leap
+from crosspath.train.grpo import filter_groups, group_advantages, group_stats, policy_loss
+from crosspath.train.hints import HINT_EPSILON, behaviour_logprobs
+from crosspath.train.leap_rollout import exchange_metrics, loss_mask, path_budget, sample_leap
 from crosspath.train.m3po import make_hook
-from crosspath.train.rollout import Rollout, cat_rollouts, greedy_decode, sample_rollouts, sequence_logprobs, trim
+from crosspath.train.rollout import Rollout, sample_rollouts, sequence_logprobs, trim
+from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
-# HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
-PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
-          "followed by your final answer.")
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
                "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
@@ -61,59 +62,13 @@ def default_out(cfg: TrainConfig) -> Path:
     return default_run_dir(f"train-{cfg.algo}", cfg.task, cfg.model)
 
 
-def load_splits(cfg: TrainConfig, log=print):
-    """(train, eval) problems. Tasks with splits (gsm8k, math, hf:...) train on `split` and hold out
-    `eval_split`, which must differ; tasks without (rg:, demo, files) take both from one list (rg:
-    with different seeds). Either way a training question that is also held out (same id, or the
-    same text up to case and spacing) is dropped, so training never sees a held-out question."""
-    opts = cfg.resolved_task_options()
-    if has_splits(cfg.task) and cfg.split == cfg.eval_split:
-        raise ValueError(f"--split and --eval-split are both {cfg.split!r}: {cfg.task} would be trained on its "
-                         "held-out questions; use e.g. --split train --eval-split test")
-    evals = (load_task(cfg.task, limit=cfg.eval_size, seed=cfg.eval_seed, split=cfg.eval_split, **opts)
-             if cfg.eval_size else [])
-    ids, texts = {p.id for p in evals}, {_norm(p.question) for p in evals}
-    loaded = load_task(cfg.task, limit=cfg.train_size, seed=cfg.task_seed, split=cfg.split, **opts)
-    train = [p for p in loaded if p.id not in ids and _norm(p.question) not in texts]
-    if evals and has_splits(cfg.task) and len(train) < len(loaded):
-        log(f"{len(loaded) - len(train)} training questions of {cfg.task} split {cfg.split!r} are also in "
-            f"split {cfg.eval_split!r} (same id or text): dropped from training")
-    return train, evals
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
-def reward(problem, text: str, marker: str = "####", marker_rule: bool = True) -> tuple[float, bool, int]:
-    """(reward, correct, marker count): correctness from `grade`, 0 when the marker repeats."""
-    correct = grade(problem, text)[1]
-    n = count_markers(text, marker)
-    return float(correct and not (marker_rule and n > 1)), correct, n
-
-
-def evaluate(model, tokenizer, problems, cfg: TrainConfig) -> tuple[dict, list[dict]]:
-    """Greedy, one path, no blend, training prompt. Returns (sums, rows) for this process's problems."""
-    rows = []
-    for i in range(0, len(problems), cfg.eval_batch_size):
-        batch = problems[i: i + cfg.eval_batch_size]
-        prompts = [render_prompt(tokenizer, PROMPT.format(question=p.question, marker=cfg.marker)) for p in batch]
-        for p, text in zip(batch, greedy_decode(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                                                marker=cfg.marker)):
-            answer, correct = grade(p, text)
-            rows.append({"id": p.id, "gold": p.answer, "answer": answer, "correct": correct,
-                         "markers": count_markers(text, cfg.marker), "text": text})
-    sums = {"correct": sum(r["correct"] for r in rows), "format": sum(r["markers"] == 1 for r in rows),
-            "n": len(rows)}
-    return sums, rows
-
-
 class Trainer:
     """Holds the model, optimizer, data stream and run directory; `fit()` runs the loop."""
 
     def __init__(self, cfg: TrainConfig, model=None, tokenizer=None):
-        if cfg.questions_per_step < 1 or cfg.group_size < 2:
-            raise ValueError("questions_per_step must be >= 1 and group_size >= 2")
+        if cfg.questions_per_step < 1:
+            raise ValueError("questions_per_step must be >= 1")
+        check_variants(cfg)
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -142,6 +97,7 @@ class Trainer:
             raise ValueError(f"no training questions for {cfg.task} (train_size {cfg.train_size})")
         self.hook = (make_hook(cfg.group_size, cfg.m3po_lambda, cfg.m3po_temperature, cfg.m3po_weighting)
                      if cfg.algo == "m3po" else None)
+        self.variants = Variants(self)
         self._claim.clear()
         barrier()
         self.run = RunDir(self.out, main=self.dist.main, tensorboard=cfg.tensorboard)
@@ -152,6 +108,7 @@ class Trainer:
         if found is not None:
             self.last_checkpoint, state = found
             self.step, self.position = state["step"], state["data_position"]
+            self.variants.load_state_dict((state.get("extra") or {}).get("variants"))
             if "lr" in self._changed:
                 set_peak_lr(self.optimizer, self.scheduler, cfg.lr)
             self.run.truncate_metrics(self.step)
@@ -235,8 +192,9 @@ class Trainer:
     # --- the update ---------------------------------------------------------------------------
 
     def update(self, rollout: Rollout | None, advantages: torch.Tensor | None, ids: list[str] = (),
-               step: int | None = None) -> dict:
+               step: int | None = None, hinted: torch.Tensor | None = None) -> dict:
         """num_iterations optimizer steps on one rollout batch (this rank's rows). Returns stats.
+        hinted: [N] bool, rows sampled with a hint: their ratio's denominator is the sampling policy.
 
         Every micro-batch loss is divided by the GLOBAL sequence / token counts, and the gradients
         are summed over ranks, so any split of the rows over micro-batches and ranks gives the
@@ -249,37 +207,47 @@ class Trainer:
         live = 0 if advantages is None else int((advantages != 0).sum())
         n_seq, n_tok, n_live = all_reduce_sum([rows, tokens, live])
         chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
-        if n_live == 0 and cfg.beta <= 0:  # every advantage is 0: the gradient is exactly 0, skip the forwards
+        if n_live == 0 and cfg.beta <= 0 and cfg.entropy_coef <= 0:  # the gradient is exactly 0: skip the forwards
             chunks = []
+        eps = HINT_EPSILON if cfg.epsilon is None and cfg.hints != "off" else cfg.epsilon
         refs, olds = [None] * len(chunks), [None] * len(chunks)
         replay = cfg.algo == "m3po"
-        total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0,
+        total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "entropy": 0.0,
                  "lr": self.optimizer.param_groups[0]["lr"]}
         model.train()
         for it in range(cfg.num_iterations):
-            sums = [0.0, 0.0, 0.0]  # loss, kl * tokens, clip_frac * tokens
+            sums = [0.0, 0.0, 0.0, 0.0]  # loss, kl * tokens, clip_frac * tokens, entropy * tokens
             for c, rows_c in enumerate(chunks):
                 mb = trim(rollout.select(rows_c))
                 if cfg.beta > 0 and refs[c] is None:
                     with torch.no_grad(), model.disable_adapter():
                         refs[c] = sequence_logprobs(model, mb, use_recorded_embeds=replay and cfg.m3po_ref_replay,
                                                     temperature=cfg.temperature)
-                logp = sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature)
+                logp, ent = sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature,
+                                              with_entropy=True) if cfg.entropy_coef > 0 else (
+                    sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature), None)
+                old = olds[c]
+                if hinted is not None and bool(hinted[rows_c].any()):  # Guide: pi(o | q) / pi_old(o | q, hint)
+                    old = behaviour_logprobs(logp.detach() if old is None else old, mb.sampling_logprobs,
+                                             hinted[rows_c])
                 mask = loss_mask(mb)  # LeaP: only the path's generated tokens
-                loss, st = policy_loss(logp, olds[c], refs[c], advantages[rows_c], mask,
-                                       cfg.loss_type, cfg.beta, cfg.epsilon, cfg.epsilon_high,
+                loss, st = policy_loss(logp, old, refs[c], advantages[rows_c], mask,
+                                       cfg.loss_type, cfg.beta, eps, cfg.epsilon_high,
                                        max_completion_length=path_budget(cfg) if cfg.algo == "leap" else cfg.max_new_tokens,
-                                       num_items_in_batch=max(n_tok, 1.0), num_sequences=max(int(n_seq), 1))
+                                       num_items_in_batch=max(n_tok, 1.0), num_sequences=max(int(n_seq), 1),
+                                       importance_level=cfg.importance_level, entropy=ent,
+                                       entropy_coef=cfg.entropy_coef)
                 loss.backward()
                 if cfg.num_iterations > 1 and it == 0:
-                    olds[c] = logp.detach()
+                    olds[c] = (logp if old is None else old).detach()
                 active = float(mask.sum())
-                sums = [sums[0] + loss.item(), sums[1] + st["kl"] * active, sums[2] + st["clip_frac"] * active]
+                sums = [sums[0] + loss.item(), sums[1] + st["kl"] * active, sums[2] + st["clip_frac"] * active,
+                        sums[3] + st["entropy"] * active]
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             all_reduce_grads(self.params)
-            loss_g, kl_g, clip_g = all_reduce_sum(sums)
+            loss_g, kl_g, clip_g, ent_g = all_reduce_sum(sums)
             grad_norm = clip_gradients(self.params, cfg.max_grad_norm)
             check_finite({"loss": loss_g, "grad_norm": grad_norm}, step, list(ids), self.last_checkpoint,
                          *self._advice())
@@ -288,21 +256,25 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             per_token = max(n_tok, 1.0)
-            for k, v in zip(("loss", "kl", "clip_frac", "grad_norm"), (loss_g, kl_g / per_token, clip_g / per_token,
-                                                                       grad_norm)):
+            for k, v in zip(("loss", "kl", "clip_frac", "grad_norm", "entropy"),
+                            (loss_g, kl_g / per_token, clip_g / per_token, grad_norm, ent_g / per_token)):
                 total[k] += v / cfg.num_iterations
         if cfg.beta <= 0:
             total["kl"] = None
-        if cfg.epsilon is None:
+        if eps is None and cfg.loss_type != "cispo":
             del total["clip_frac"]
+        if cfg.entropy_coef <= 0:
+            del total["entropy"]
         return total
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        """group_advantages; with scale_rewards=batch over several ranks the std is the global one."""
+    def advantages(self, rewards: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """group_advantages (groups: [N] group ids, default G rows each); with scale_rewards=batch over
+        several ranks the std is the global one."""
         cfg = self.cfg
+        groups = cfg.group_size if groups is None else groups
         if cfg.scale_rewards != "batch" or not self.dist.active:
-            return group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-        centered = group_advantages(rewards, cfg.group_size, "none")
+            return group_advantages(rewards, groups, cfg.scale_rewards)
+        centered = group_advantages(rewards, groups, "none")
         s, s2, n = all_reduce_sum([float(rewards.sum()), float((rewards ** 2).sum()), rewards.numel()])
         std = max((s2 - s * s / n) / max(n - 1, 1), 0.0) ** 0.5
         return centered / (std + 1e-4)
@@ -311,56 +283,69 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg, g, step, t0 = self.cfg, self.cfg.group_size, self.step + 1, time.time()
-        kept, kept_rewards, kept_problems = [], [], []
+        kept = KeptRows()
         self._leap_sums = {}
         seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0,
-                "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0}
+                "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0,
+                **({"hinted_groups": 0.0, "hinted_solved": 0.0} if cfg.hints != "off" else {})}
         for attempt in range(1 + (cfg.max_filter_rounds if cfg.filter_groups else 0)):
             problems = self.questions(self.position)
             self.position += cfg.questions_per_step
             r = self.sample(problems, step, attempt)
             scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule and cfg.algo != "leap")
                       for i, t in enumerate(r.texts)]
-            rewards = torch.tensor([s[0] for s in scored])  # [b*G]
-            lengths = loss_mask(r).sum(1)  # [b*G] generated tokens
-            keep = filter_groups(rewards, g) if cfg.filter_groups else torch.ones(len(problems), dtype=torch.bool)
-            room = self.local_b - len(kept_problems)
+            n0 = len(r.texts)  # the first G per question; hinted re-samples follow them
+            groups, hinted = torch.arange(len(problems)).repeat_interleave(g), torch.zeros(n0, dtype=torch.bool)
+            if cfg.hints != "off":
+                r, scored, groups, hinted, hint_stats = self.variants.add_hints(problems, r, scored, step, attempt)
+                for k, v in hint_stats.items():
+                    seen[k] += v
+            rewards = torch.tensor([s[0] for s in scored])  # [N]
+            lengths = loss_mask(r).sum(1)  # [N] generated tokens
+            keep = (filter_groups(rewards, groups, cfg.filter_std_eps) if cfg.filter_groups
+                    else torch.ones(len(problems), dtype=torch.bool))
+            room = self.local_b - len(kept.problems)
             take = [i for i in range(len(problems)) if keep[i]][:room]
-            for k, v in (("reward", rewards.sum()), ("correct", sum(s[1] for s in scored)),
-                         ("format", sum(s[2] == 1 for s in scored)), ("tokens", lengths.sum()),
-                         ("truncated", (lengths >= cfg.max_new_tokens).sum()),
-                         ("thinking", r.thinking_mask.sum()), ("groups", len(problems)),
-                         ("group_std", rewards.view(-1, g).std(1).sum()), ("dropped", int((~keep).sum()))):
+            for k, v in (("reward", rewards[:n0].sum()), ("correct", sum(s[1] for s in scored[:n0])),
+                         ("format", sum(s[2] == 1 for s in scored[:n0])), ("tokens", lengths[:n0].sum()),
+                         ("truncated", (lengths[:n0] >= cfg.max_new_tokens).sum()),
+                         ("thinking", r.thinking_mask[:n0].sum()), ("groups", len(problems)),
+                         ("group_std", group_stats(rewards[:n0], groups[:n0])[1].sum()),
+                         ("dropped", int((~keep).sum()))):
                 seen[k] += float(v)
-            if take:
-                rows = [i * g + j for i in take for j in range(g)]
-                kept.append(r.select(rows))
-                kept_rewards.append(rewards[rows])
-                kept_problems += [problems[i] for i in take]
+            kept.add(take, problems, r, rewards, scored, groups, hinted)
             if attempt == 0:
-                first = (problems, r, scored)
-            short = all_reduce_sum([self.local_b - len(kept_problems)], op="max")[0]
+                first = (problems, r, scored, groups, hinted)
+            short = all_reduce_sum([self.local_b - len(kept.problems)], op="max")[0]
             if not cfg.filter_groups or short == 0:
                 break
         t_roll = time.time()
-        rollout = (cat_leap if cfg.algo == "leap" else cat_rollouts)(kept, self.pad_id) if kept else None
-        adv = self.advantages(torch.cat(kept_rewards)) if kept else None
-        n_groups = all_reduce_sum([len(kept_problems)])[0]
-        ids = [p.id for p in kept_problems]
+        rollout, rewards, correct, groups, hinted = kept.cat(self.pad_id)
+        adv, variant_stats = self.variants.advantages(rollout, rewards, correct, groups, hinted, kept.problems, step)
+        n_groups = all_reduce_sum([len(kept.problems)])[0]
+        ids = [p.id for p in kept.problems]
         if n_groups > 0:
-            stats = self.update(rollout, None if adv is None else adv.to(rollout.completion_ids.device), ids, step)
+            stats = self.update(rollout, None if rollout is None else adv.to(rollout.completion_ids.device), ids, step,
+                                hinted=hinted)
         else:  # every group filtered out on every rank: nothing to learn from, skip the update
             stats = {"loss": 0.0, "kl": None, "grad_norm": 0.0, "lr": self.optimizer.param_groups[0]["lr"]}
         self.step = step
         sums = all_reduce_sum(list(seen.values()))
         s = dict(zip(seen, sums))
         n = max(s["groups"] * g, 1.0)
+        nonzero, rows_total, *pairs = all_reduce_sum([float((adv != 0).sum()), float(adv.numel()),
+                                                      *(x for pair in variant_stats.values() for x in pair)])
         row = {"step": step, "epoch": round(self.position / len(self.train_set), 4), "data_position": self.position,
                "reward_mean": s["reward"] / n, "reward_std": s["group_std"] / max(s["groups"], 1.0),
                "accuracy": s["correct"] / n, "format_rate": s["format"] / n,
                "completion_length": s["tokens"] / n, "truncated_rate": s["truncated"] / n,
                "thinking_share": s["thinking"] / max(s["tokens"], 1.0),
                "groups_trained": int(n_groups), "filtered_frac": s["dropped"] / max(s["groups"], 1.0),
+               "adv_nonzero_frac": nonzero / max(rows_total, 1.0),
+               **{k: pairs[2 * i] / max(pairs[2 * i + 1], 1.0) for i, k in enumerate(variant_stats)},
+               **({"hinted_groups": int(s["hinted_groups"]),
+                   "hinted_solved_frac": s["hinted_solved"] / max(s["hinted_groups"], 1.0)}
+                  if cfg.hints != "off" else {}),
                **stats, "skipped": n_groups == 0,
                "rollout_seconds": round(t_roll - t0, 3), "update_seconds": round(time.time() - t_roll, 3)}
         if cfg.algo == "leap":
@@ -369,11 +354,15 @@ class Trainer:
         self._write_samples(step, *first)
         return row
 
-    def _write_samples(self, step, problems, r, scored) -> None:
-        g, rows = self.cfg.group_size, []
+    def _write_samples(self, step, problems, r, scored, groups, hinted) -> None:
+        """samples/step-N.jsonl: the first --log-samples completions of the step's first round, each
+        with its group (the question's index in the step) and path (its index in the group) ids."""
+        rows, paths = [], {}
         for i, text in enumerate(r.texts[: self.cfg.log_samples]):
-            p = problems[i // g]
-            rows.append({"step": step, "id": p.id, "question": p.question, "gold": p.answer, "text": text,
+            q = int(groups[i])
+            p, paths[q] = problems[q], paths.get(q, -1) + 1
+            rows.append({"step": step, "group": q, "path": paths[q], "hinted": bool(hinted[i]), "id": p.id,
+                         "question": p.question, "gold": p.answer, "text": text,
                          "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
                          "tokens": int(loss_mask(r)[i].sum())})
         self.run.write_samples(f"step-{step}", rows)
@@ -381,6 +370,8 @@ class Trainer:
     def evaluate(self) -> dict:
         shard = self.eval_set[self.dist.rank:: self.dist.world_size]
         sums, rows = evaluate(self.model, self.tok, shard, self.cfg)
+        for k, row in enumerate(rows):  # one greedy path per held-out question
+            row.update(group=self.dist.rank + k * self.dist.world_size, path=0)
         c, f, n = all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
         all_rows = [x for part in all_gather_objects(rows) for x in part]
         self.run.write_samples(f"eval-step-{self.step}", all_rows)
@@ -388,8 +379,10 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"data_position": self.position, "world_size": self.dist.world_size, "config": to_dict(self.cfg)}
+        variants = self.variants.state_dict()
         self.last_checkpoint = save_checkpoint(self.run, self.step, self.model, self.optimizer,
-                                               self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints)
+                                               self.scheduler, state, self.dist.rank, self.cfg.keep_checkpoints,
+                                               extra={"variants": variants} if variants else None)
         return self.last_checkpoint
 
     def fit(self) -> list[dict]:
