@@ -53,6 +53,7 @@ class LeapTConfig:
     origins: list[str] = field(list(ORIGINS), "train on traces of these origins: leap, spliced")
     single_paths: bool = field(False, "SFT baseline: train on the correct independent paths of the traces' questions "
                                       "(OUT/independent beside each trace file) instead of the traces")
+    correct_only: bool = field(True, "train only on paths whose final answer is correct (traces and single paths)")
     match: str | None = field(None, "a LeaP-T training directory: take as many optimizer steps as needed to see its "
                                     "number of target tokens (its data.json)")
     model: str = field(DEFAULT_MODEL, "model to fine-tune (the one that will run LeaP-T)")
@@ -88,7 +89,7 @@ def trace_sample(row: dict, tags: Tags = TAG_SETS["comment"]) -> Sample:
                   masked=masked, style=row.get("origin", ""), question=row["question"])
 
 
-def run_traces(run_dir: str) -> list[dict]:
+def run_traces(run_dir: str, correct_only: bool = True) -> list[dict]:
     """Trace rows (origin leap) of a LeaP run directory's correct paths that completed the protocol."""
     from ..infer.budget import run_config
 
@@ -97,7 +98,7 @@ def run_traces(run_dir: str) -> list[dict]:
         raise FileNotFoundError(f"{run_dir}: no results.jsonl (a LeaP run directory is expected)")
     budget = getattr(run_config(run_dir), "summary_tokens", None) if (Path(run_dir) / "config.yaml").exists() else None
     return [t for row in read_rows(path) if row.get("method") in (None, "leap")
-            for t in leap_trace_rows(row, budget)[0]]
+            for t in leap_trace_rows(row, budget, correct_only)[0]]
 
 
 def leap_t_samples(cfg: LeapTConfig) -> tuple[list[Sample], dict]:
@@ -105,20 +106,21 @@ def leap_t_samples(cfg: LeapTConfig) -> tuple[list[Sample], dict]:
     unknown = set(cfg.origins) - set(ORIGINS)
     if unknown:
         raise ValueError(f"unknown origins {sorted(unknown)}; choose from {', '.join(ORIGINS)}")
-    rows = [r for f in cfg.traces for r in read_rows(_trace_file(f))] + [r for d in cfg.runs for r in run_traces(d)]
-    rows = [r for r in rows if r.get("origin", "leap") in cfg.origins]
+    rows = [r for f in cfg.traces for r in read_rows(_trace_file(f))] + [r for d in cfg.runs for r in run_traces(d, cfg.correct_only)]
+    rows = [r for r in rows if r.get("origin", "leap") in cfg.origins and (r.get("correct") or not cfg.correct_only)]
     if cfg.require_peers:
         rows = [r for r in rows if any(rd.get("peers") for rd in r.get("rounds", []))]
     if cfg.single_paths:
-        rows = single_paths(cfg.traces, {r["id"] for r in rows})
+        rows = single_paths(cfg.traces, {r["id"] for r in rows}, cfg.correct_only)
     samples = [trace_sample(r) for r in rows]
     stats = {"traces": len(rows), "origins": dict(Counter(r.get("origin", "leap") for r in rows)),
              "questions": len({r["id"] for r in rows}), "masked_spans": sum(len(s.masked) for s in samples)}
     return samples, stats
 
 
-def single_paths(trace_files: list[str], questions: set) -> list[dict]:
-    """Correct independent paths of these questions, from OUT/independent beside each trace file."""
+def single_paths(trace_files: list[str], questions: set, correct_only: bool = True) -> list[dict]:
+    """Correct (all, without correct_only) independent paths of these questions, from OUT/independent
+    beside each trace file."""
     from ..infer.runner import read_results
 
     rows = []
@@ -129,8 +131,9 @@ def single_paths(trace_files: list[str], questions: set) -> list[dict]:
         for row in read_results(ind):
             if row["id"] in questions:
                 rows += [{"id": row["id"], "question": row["question"], "gold": row.get("answer"),
-                          "choices": row.get("choices"), "path": j, "origin": "single", "text": p["text"]}
-                         for j, p in enumerate(row["paths"]) if p.get("correct")]
+                          "choices": row.get("choices"), "path": j, "origin": "single", "text": p["text"],
+                          "correct": bool(p.get("correct"))}
+                         for j, p in enumerate(row["paths"]) if p.get("correct") or not correct_only]
     return rows
 
 

@@ -53,6 +53,8 @@ class LeapTracesConfig:
                            "the next starts, and traces.jsonl + yield.json are rewritten after each")
     leap: bool = field(True, "run LeaP and keep its correct paths that completed the protocol (origin leap)")
     splice: bool = field(False, "also run independent paths and splice the correct ones into traces (origin spliced)")
+    correct_only: bool = field(True, "keep only paths whose final answer is correct (--no-correct-only also keeps "
+                                     "wrong ones: format-only traces, or a smoke test with an untrained model)")
     paths: int = field(4, "N: paths per question (LeaP and independent)")
     rounds: int = field(2, "R: LeaP rounds (exchanges after each but the last; splicing cuts R-1 times)")
     round_tokens: int = field(64, "T: tokens per round (splicing cuts before token T*k)")
@@ -147,7 +149,7 @@ def collect(cfg: LeapTracesConfig, tok, questions: dict | None = None) -> tuple[
     if cfg.leap:
         why = Counter()
         for row in leap_rows:
-            kept, verdicts = leap_trace_rows(row, cfg.summary_tokens)
+            kept, verdicts = leap_trace_rows(row, cfg.summary_tokens, cfg.correct_only)
             traces += kept
             why.update(verdicts)
         report["leap"] = _origin_report(leap_rows, why)
@@ -156,11 +158,12 @@ def collect(cfg: LeapTracesConfig, tok, questions: dict | None = None) -> tuple[
         why = Counter()
         for row in ind_rows:
             spliced = splice_question(row, tok, cfg.round_tokens, cfg.rounds, cfg.summary_tokens, cfg.top_k,
-                                      cfg.router, cfg.seed)
+                                      cfg.router, cfg.seed, correct_only=cfg.correct_only)
             traces += spliced
+            candidates = [p for p in row["paths"] if p.get("correct") or not cfg.correct_only]
             why["kept"] += len(spliced)
-            why["wrong"] += sum(not p.get("correct") for p in row["paths"])
-            why["no_exchange"] += sum(bool(p.get("correct")) for p in row["paths"]) - len(spliced)
+            why["wrong"] += len(row["paths"]) - len(candidates)
+            why["no_exchange"] += len(candidates) - len(spliced)
         report["spliced"] = _origin_report(ind_rows, why)
     report["traces"] = len(traces)
     report["questions_with_traces"] = len({t["id"] for t in traces})
@@ -172,7 +175,7 @@ def _origin_report(rows: list[dict], why: Counter) -> dict:
     paths = sum(len(r["paths"]) for r in rows)
     return {"questions": len(rows), "paths": paths, "correct": sum(p.get("correct", False) for r in rows for p in r["paths"]),
             "kept": why["kept"], "yield": round(why["kept"] / max(paths, 1), 4),
-            "dropped": {k: v for k, v in sorted(why.items()) if k != "kept"}}
+            "dropped": {k: v for k, v in sorted(why.items()) if k != "kept" and v}}
 
 
 def yield_lines(report: dict) -> str:

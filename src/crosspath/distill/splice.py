@@ -95,8 +95,10 @@ def conclusion(head: str, tok, max_tokens: int) -> str:
 
 
 def splice_question(row: dict, tok, round_tokens: int, rounds: int, summary_tokens: int, top_k: int = 2,
-                    router: str = "dispersed", seed: int = 0, tags: Tags = TAG_SETS["comment"]) -> list[dict]:
-    """One independent result row (N paths) -> spliced trace rows of its correct paths that reach an exchange."""
+                    router: str = "dispersed", seed: int = 0, tags: Tags = TAG_SETS["comment"],
+                    correct_only: bool = True) -> list[dict]:
+    """One independent result row (N paths) -> spliced trace rows of its correct paths (all paths without
+    correct_only) that reach an exchange."""
     paths = row["paths"]
     cuts = [cut_points(p["text"], tok, round_tokens, rounds) for p in paths]
     summaries = [[conclusion(p["text"][:c], tok, summary_tokens) for c in cs] for p, cs in zip(paths, cuts)]
@@ -112,7 +114,7 @@ def splice_question(row: dict, tok, round_tokens: int, rounds: int, summary_toke
             peers[j].append([(pool[m], s) for m, s in chosen[n]])
     traces = []
     for j, (p, cs) in enumerate(zip(paths, cuts)):
-        if not p.get("correct") or not cs:
+        if (correct_only and not p.get("correct")) or not cs:
             continue
         text, rounds_rec = p["text"][:cs[0]].rstrip(), []
         for k, c in enumerate(cs):

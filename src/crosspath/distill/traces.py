@@ -135,15 +135,15 @@ def summary_body(summary: str) -> str:
     return s[len(SUMMARY_OPENER.strip()):].strip() if s.startswith(SUMMARY_OPENER.strip()) else s
 
 
-def leap_verdict(path: dict, summary_tokens: int | None) -> str:
+def leap_verdict(path: dict, summary_tokens: int | None, correct_only: bool = True) -> str:
     """Why a LeaP path is not a LeaP-T trace, or "kept".
 
-    wrong          its final answer is wrong
+    wrong          its final answer is wrong (with correct_only)
     no_summary     it finished before the first exchange (wrote no summary)
     empty_summary  a summary says nothing beyond the injected opener
     cut_summary    a summary hit its token budget (the loop repaired its closing tag)
     """
-    if not path.get("correct"):
+    if correct_only and not path.get("correct"):
         return "wrong"
     summaries = [rd for rd in path.get("rounds", []) if "summary" in rd]
     if not summaries:
@@ -162,11 +162,11 @@ def trace_row(row: dict, j: int, origin: str, text: str, path: dict, rounds: lis
             "tokens": path.get("tokens"), "exchanges": len(rounds), "rounds": rounds}
 
 
-def leap_trace_rows(row: dict, summary_tokens: int | None) -> tuple[list[dict], Counter]:
+def leap_trace_rows(row: dict, summary_tokens: int | None, correct_only: bool = True) -> tuple[list[dict], Counter]:
     """The traces (origin leap) of one LeaP result row, and the verdict of each of its paths."""
     traces, why = [], Counter()
     for j, p in enumerate(row["paths"]):
-        verdict = leap_verdict(p, summary_tokens)
+        verdict = leap_verdict(p, summary_tokens, correct_only)
         why[verdict] += 1
         if verdict == "kept":
             rounds = [{"round": rd["round"], "summary": rd["summary"], "peers": rd.get("peers", [])}
