@@ -140,12 +140,14 @@ def training_questions(cfg: LeapTracesConfig, log: Callable[[str], None] = print
     return kept, info
 
 
-def collect(cfg: LeapTracesConfig, tok, questions: dict | None = None) -> tuple[list[dict], dict]:
-    """Traces and yield report from the run directories under OUT (see the module docstring)."""
+def collect(cfg: LeapTracesConfig, tok, questions: dict | None = None, ids: set | None = None) -> tuple[list[dict], dict]:
+    """Traces and yield report from the run directories under OUT (see the module docstring), over the
+    questions in `ids` (default: every question the runs hold)."""
     out = Path(cfg.out)
     traces: list[dict] = []
     report: dict = {"questions": dict(questions or {})}
-    leap_rows = read_results(out / "leap" / "results.jsonl")
+    keep = lambda rows: [r for r in rows if ids is None or r["id"] in ids]  # noqa: E731
+    leap_rows = keep(read_results(out / "leap" / "results.jsonl"))
     if cfg.leap:
         why = Counter()
         for row in leap_rows:
@@ -153,7 +155,7 @@ def collect(cfg: LeapTracesConfig, tok, questions: dict | None = None) -> tuple[
             traces += kept
             why.update(verdicts)
         report["leap"] = _origin_report(leap_rows, why)
-    ind_rows = read_results(out / "independent" / "results.jsonl")
+    ind_rows = keep(read_results(out / "independent" / "results.jsonl"))
     if cfg.splice:
         why = Counter()
         for row in ind_rows:
@@ -225,7 +227,7 @@ def build_traces(cfg: LeapTracesConfig, generator=None, problems=None, log: Call
             s = run(run_config(cfg, method), generator=generator, problems=problems[:upto], progress=False, log=log)
             log(f"  {method} questions 1-{upto}: pass@1 {s['pass_at_1']:.3f}, {s['tokens_per_question']:.0f} "
                 "tokens/question")
-        traces, report = collect(cfg, tok, info)
+        traces, report = collect(cfg, tok, info, {p.id for p in problems[:upto]})
         write_rows(out / "traces.jsonl", traces)
         (out / "yield.json").write_text(json.dumps(report, indent=2))
         log(f"after {upto}/{len(problems)} questions: {report['traces']} traces")
