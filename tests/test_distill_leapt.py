@@ -96,7 +96,8 @@ def test_spliced_trace_parses_back_into_rounds_summaries_and_peers():
     row = independent_row()
     traces = splice_question(row, tok, round_tokens=20, rounds=3, summary_tokens=40, top_k=4, router="all")
     assert [t["path"] for t in traces] == [0, 1, 2] and {t["origin"] for t in traces} == {"spliced"}
-    recorded = {(t["path"], rd["round"]): rd["summary"] for t in traces for rd in t["rounds"]}
+    every = _all_summaries(row, tok)
+    assert every == {**every, **{(t["path"], rd["round"]): rd["summary"] for t in traces for rd in t["rounds"]}}
     for t in traces:
         src = row["paths"][t["path"]]["text"]
         rounds = parse_trace(t["text"])
@@ -110,9 +111,7 @@ def test_spliced_trace_parses_back_into_rounds_summaries_and_peers():
             assert body.lower() in before  # true content: the path had written it before the cut
             peers = [p["peer"] for p in rd["peers"]]
             assert t["path"] not in peers and 3 in peers and 4 not in peers  # the wrong path is a peer, the short one ended
-            want = [recorded.get((m, k)) or next(s for (j, kk), s in _all_summaries(row, tok).items() if (j, kk) == (m, k))
-                    for m in peers]
-            assert parsed["peers"] == want
+            assert parsed["peers"] == [every[(m, k)] for m in peers]  # the peers' own recorded summaries
         target, masked = leap_t_target(t["text"])  # trains the path's words, never the peers'
         trained, hidden = trained_and_hidden(tok, target, masked)
         assert " ".join(trained.replace("<summarize>", " ").replace("</summarize>", " ").split()).startswith(
