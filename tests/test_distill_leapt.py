@@ -126,7 +126,7 @@ def _all_summaries(row, tok):
     out = {}
     for j, p in enumerate(row["paths"]):
         for k, c in enumerate(cut_points(p["text"], tok, 20, 3)):
-            out[(j, k)] = "So far, " + conclusion(p["text"][:c], tok, 40)
+            out[(j, k)] = SUMMARY_OPENER + conclusion(p["text"][:c], tok, 40)
     return out
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 import re
-from ..infer.prompts import TAG_SETS, Tags, peer_block, summary_request
+from ..infer.prompts import SUMMARY_OPENER, TAG_SETS, Tags, peer_block, summary_request
 from ..infer.routing import levenshtein_matrix, route_all
 from .traces import FORCED, trace_row
 
@@ -102,7 +102,7 @@ def splice_question(row: dict, tok, round_tokens: int, rounds: int, summary_toke
     paths = row["paths"]
     cuts = [cut_points(p["text"], tok, round_tokens, rounds) for p in paths]
     summaries = [[conclusion(p["text"][:c], tok, summary_tokens) for c in cs] for p, cs in zip(paths, cuts)]
-    recorded = [[f"So far, {s}" for s in ss] for ss in summaries]  # as LeaP records it (opener + summary)
+    recorded = [[(SUMMARY_OPENER + s).strip() for s in ss] for ss in summaries]  # as LeaP records it
     peers: list[list[list[tuple[int, float]]]] = [[] for _ in paths]  # [path][exchange] -> (peer, similarity)
     for k in range(rounds - 1):
         pool = [j for j, cs in enumerate(cuts) if len(cs) > k]
