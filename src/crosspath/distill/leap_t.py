@@ -102,11 +102,12 @@ def run_traces(run_dir: str, correct_only: bool = True) -> list[dict]:
 
 
 def leap_t_samples(cfg: LeapTConfig) -> tuple[list[Sample], dict]:
-    """The training samples of `cfg` and counts {"traces", "origins", "questions", "peer_blocks"}."""
+    """The training samples of `cfg` and counts {"traces", "origins", "questions", "masked_spans"}."""
     unknown = set(cfg.origins) - set(ORIGINS)
     if unknown:
         raise ValueError(f"unknown origins {sorted(unknown)}; choose from {', '.join(ORIGINS)}")
-    rows = [r for f in cfg.traces for r in read_rows(_trace_file(f))] + [r for d in cfg.runs for r in run_traces(d, cfg.correct_only)]
+    rows = [r for f in cfg.traces for r in read_rows(_trace_file(f))]
+    rows += [r for d in cfg.runs for r in run_traces(d, cfg.correct_only)]
     rows = [r for r in rows if r.get("origin", "leap") in cfg.origins and (r.get("correct") or not cfg.correct_only)]
     if cfg.require_peers:
         rows = [r for r in rows if any(rd.get("peers") for rd in r.get("rounds", []))]
