@@ -16,10 +16,10 @@ from crosspath.distill import prompts as dprompts
 from crosspath.distill.data import IGNORE, Sample, collate, encode_sft, read_rows
 from crosspath.distill.filter import FilterConfig, filter_paths
 from crosspath.distill.generate import GenerateConfig, generate
-from crosspath.distill.leap_t import leap_t_samples, peer_spans
+from crosspath.distill.leap_t import LeapTConfig, leap_t_samples
 from crosspath.distill.qr import QRConfig, build, qr_step, train
 from crosspath.distill.router import Router, balance_entropy, router_loss, st_gumbel
-from crosspath.infer.prompts import RESOLVE, RESUME_ALONE, STEP_BY_STEP, TAG_SETS, peer_block
+from crosspath.infer.prompts import STEP_BY_STEP, TAG_SETS, peer_block, summary_request
 from crosspath.models import load_model, render_prompt
 from crosspath.backends.base import Completion
 
@@ -126,31 +126,33 @@ def test_sft_encoding_under_truncation():
 
 def _leap_text():
     tags = TAG_SETS["comment"]
-    return ("First I add 2 and 3 to get 5.\n\nLet me recap.\n\n<summarize>\nSo far, I have 5.\n</summarize>"
+    return ("First I add 2 and 3 to get 5." + summary_request(0, 0, tags) + "I have 5.</summarize>"
             + peer_block(["I got 5 too.", "Mine says 6."], tags)
-            + "Peer answers agree mostly; 5 stands.\n\nLet me recap.\n\n<summarize>\nSo far, 5.\n</summarize>"
+            + "Peer answers agree mostly; 5 stands." + summary_request(1, 0, tags) + "5.</summarize>"
             + peer_block([], tags) + "The answer is \\boxed{5}.")
 
 
-def test_leap_t_peer_blocks_are_masked(tmp_path):
+def _rounds(n_summaries):
+    return [{"round": r, "summary": "So far, 5.", "summary_tokens": 3, "peers": []} for r in range(n_summaries)] + [{"round": n_summaries}]
+
+
+def test_leap_t_samples_from_leap_runs_mask_peer_blocks(tmp_path):
     text = _leap_text()
-    spans = peer_spans(text)
-    assert len(spans) == 2
-    assert text[spans[0][0]:spans[0][1]].endswith(RESOLVE) and text[spans[1][0]:spans[1][1]].endswith(RESUME_ALONE)
-    row = {"id": "q1", "question": "What is 2 + 3?", "method": "leap",
-           "paths": [{"text": text, "correct": True}, {"text": "wrong \\boxed{7}", "correct": False}]}
+    paths = [{"text": text, "correct": True, "rounds": _rounds(2)}, {"text": "wrong \\boxed{7}", "correct": False},
+             {"text": "\\boxed{5}", "correct": True, "rounds": _rounds(0)}]  # correct, but never summarized
+    row = {"id": "q1", "question": "What is 2 + 3?", "answer": "5", "method": "leap", "paths": paths}
     run = tmp_path / "leap-run"
     run.mkdir()
     (run / "results.jsonl").write_text(json.dumps(row) + "\n" + '{"id": "half-writ')  # a killed run's last line
-    samples, stats = leap_t_samples([str(run)])
-    assert stats == {"paths": 2, "correct": 1, "kept": 1, "peer_blocks": 2} and len(samples) == 1
+    samples, stats = leap_t_samples(LeapTConfig(runs=[str(run)]))
+    assert stats == {"traces": 1, "origins": {"leap": 1}, "questions": 1, "masked_spans": 2} and len(samples) == 1
     s = samples[0]
-    assert s.user == STEP_BY_STEP.format(question="What is 2 + 3?") and s.target == text
+    assert s.user == STEP_BY_STEP.format(question="What is 2 + 3?")
     tok = load_model("tiny-random", device="cpu")[1]
     enc = encode_sft(tok, render_prompt(tok, s.user), s.target, s.masked)
     trained = tok.decode([t for t in enc.labels if t != IGNORE])
     hidden = tok.decode([i for i, t in zip(enc.input_ids, enc.labels) if t == IGNORE])
-    for own in ("First I add 2 and 3", "<summarize>", "So far, I have 5.", "</summarize>", "5 stands", "\\boxed{5}"):
+    for own in ("First I add 2 and 3", "<summarize>", "I have 5.", "</summarize>", "5 stands", "\\boxed{5}"):
         assert own in trained
     for injected in ("Peer 1", "Mine says 6", "<comment>", "</comment>", "Let me compare these",
                      "carry on with my own"):
@@ -163,7 +165,8 @@ def test_leap_t_trains_an_adapter_that_runs_with_leap_t(tmp_path):
 
     run_dir = tmp_path / "leap-run"
     run_dir.mkdir()
-    row = {"id": "q1", "question": "What is 2 + 3?", "method": "leap", "paths": [{"text": _leap_text(), "correct": True}]}
+    row = {"id": "q1", "question": "What is 2 + 3?", "method": "leap",
+           "paths": [{"text": _leap_text(), "correct": True, "rounds": _rounds(2)}]}
     (run_dir / "results.jsonl").write_text(json.dumps(row) + "\n")
     out = tmp_path / "leap-t"
     res = train_leap_t(LeapTConfig(runs=[str(run_dir)], model="tiny-random", out=str(out), steps=1, batch_size=1,

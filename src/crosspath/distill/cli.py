@@ -1,4 +1,5 @@
-"""`crosspath distill generate | filter | train | leap-t` (QR-Distill and LeaP-T; see docs/distill.md)."""
+"""`crosspath distill generate | filter | train | leap-traces | leap-t | format-rate` (QR-Distill and LeaP-T;
+see docs/distill.md)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ QR-Distill, in three steps:
   crosspath distill filter   --in paths.jsonl --out filtered.jsonl --judge MODEL   (or --no-judge)
   crosspath distill train    --data filtered.jsonl --students MODEL_A MODEL_B --out runs/qr \\
                              --eval-task rg:chain_sum --eval-task-seed 1
-LeaP-T, from LeaP run directories:
-  crosspath distill leap-t   --runs runs/leap-a runs/leap-b --model MODEL --out runs/leap-t
-  crosspath run --method leap --leap-t --adapter runs/leap-t/adapter --model MODEL
+LeaP-T, from LeaP traces (resumable; training questions never held out):
+  crosspath distill leap-traces --model MODEL --task rg:chain_sum --task-seed 0 --eval-task-seed 1 \
+                             --limit 400 --splice --out runs/traces
+  crosspath distill leap-t   --traces runs/traces --model MODEL --out runs/leap-t
+  crosspath distill leap-t   --traces runs/traces --single-paths --match runs/leap-t --out runs/sft  (baseline)
+  crosspath run --method leap --leap-t --adapter runs/leap-t/adapter --model MODEL --out runs/lt-eval ...
+  crosspath distill format-rate runs/lt-eval          (share of paths that wrote <summarize> themselves)
 """
 
 
@@ -25,6 +30,7 @@ def add_parser(subparsers) -> None:
     from .filter import FilterConfig
     from .generate import GenerateConfig
     from .leap_t import LeapTConfig
+    from .leap_traces import LeapTracesConfig
     from . import QRConfig
 
     p = subparsers.add_parser("distill", help="QR-Distill (generate, filter, train) and LeaP-T",
@@ -60,13 +66,31 @@ def add_parser(subparsers) -> None:
     add_arguments(t, QRConfig)
     t.set_defaults(func=_cmd_train)
 
-    lt = sub.add_parser("leap-t", help="fine-tune a model on its correct LeaP traces (peer blocks masked)",
-                        description="Builds SFT data from LeaP run directories (correct paths, plain prompt, the "
-                                    "path's full text as target with injected peer blocks masked) and trains a "
-                                    "LoRA adapter into OUT/adapter.")
+    lt_ = sub.add_parser("leap-traces", help="LeaP traces for LeaP-T over training questions, chunked and resumable",
+                         description="Runs LeaP (--leap) and/or independent paths to splice (--splice) over training "
+                                     "questions that are never held out, in resumable chunks; keeps correct paths "
+                                     "that completed the protocol and spliced traces of correct independent paths; "
+                                     "writes OUT/traces.jsonl and the yield report OUT/yield.json. Run it again to "
+                                     "resume or to extend --limit.")
+    lt_.add_argument("--config", help="YAML file with options (flags win)")
+    add_arguments(lt_, LeapTracesConfig)
+    lt_.set_defaults(func=_cmd_leap_traces)
+
+    lt = sub.add_parser("leap-t", help="fine-tune a model on LeaP traces (peers' blocks masked)",
+                        description="Builds SFT data from trace files (`distill leap-traces`) or LeaP run directories "
+                                    "(plain prompt; the trace as the LeaP-T loop shows it, with the peers' blocks and "
+                                    "injected lead-ins masked) and trains a LoRA adapter into OUT/adapter. "
+                                    "--single-paths trains the SFT baseline on correct single paths instead.")
     lt.add_argument("--config", help="YAML file with options (flags win)")
     add_arguments(lt, LeapTConfig)
     lt.set_defaults(func=_cmd_leap_t)
+
+    fr = sub.add_parser("format-rate", help="share of paths that wrote <summarize> themselves (LeaP-T runs)",
+                        description="For run directories of `crosspath run --method leap --leap-t` (or independent/"
+                                    "greedy runs): how many paths opened <summarize> on their own, closed it, and "
+                                    "how many summaries a path wrote.")
+    fr.add_argument("run_dirs", nargs="+", metavar="RUN")
+    fr.set_defaults(func=_cmd_format_rate)
 
 
 def _check_out_file(out: str) -> None:
@@ -117,7 +141,26 @@ def _cmd_leap_t(args) -> int:
     from .leap_t import LeapTConfig, train_leap_t
 
     cfg = from_args(LeapTConfig, args, args.config)
-    if not cfg.runs:
-        raise ConfigError("--runs is required (LeaP run directories)")
+    if not (cfg.traces or cfg.runs):
+        raise ConfigError("--traces (from `distill leap-traces`) or --runs (LeaP run directories) is required")
     train_leap_t(cfg)
+    return 0
+
+
+def _cmd_leap_traces(args) -> int:
+    from .leap_traces import LeapTracesConfig, build_traces
+
+    cfg = from_args(LeapTracesConfig, args, args.config)
+    build_traces(cfg)
+    print(f"traces: {cfg.out}/traces.jsonl\nyield report: {cfg.out}/yield.json")
+    return 0
+
+
+def _cmd_format_rate(args) -> int:
+    from .leap_t import format_rate_of
+
+    for d in args.run_dirs:
+        r = format_rate_of(d)
+        print(f"{d}: {r['wrote']}/{r['paths']} paths wrote <summarize> (format rate {r['format_rate']:.3f}), "
+              f"{r['closed']} closed it, {r['summaries_per_path']:.2f} summaries per path")
     return 0
