@@ -5,6 +5,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from crosspath.models import peft_without_deprecation_warning
 from crosspath.train.m3po import make_hook
 from crosspath.train.rollout import (
     greedy_decode,
@@ -194,8 +195,9 @@ def test_thinking_mask_flips_after_marker(tok):
 def test_peft_wrapped_model(tok):
     peft = pytest.importorskip("peft")
     base = tiny_model(len(tok), seed=2)
-    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                      target_modules=["q_proj", "v_proj"]))
+    with peft_without_deprecation_warning():  # peft's own read of a deprecated transformers attribute
+        model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                          target_modules=["q_proj", "v_proj"]))
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)  # make the adapter matter

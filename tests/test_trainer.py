@@ -14,6 +14,7 @@ import torch
 
 from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
+from crosspath.train import update as update_mod
 from crosspath.train.checkpoint import latest_checkpoint, list_checkpoints
 from crosspath.train.guard import NonFiniteError
 from crosspath.train.trainer import TrainConfig, Trainer
@@ -128,14 +129,14 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
 
 
 def test_nan_guard_names_step_batch_and_checkpoint(tmp_path, fake_reward, monkeypatch):
-    real = trainer_mod.policy_loss
+    real = update_mod.policy_loss
     t = Trainer(config(tmp_path, steps=3))
 
     def nan_at_step_2(*args, **kwargs):
         loss, stats = real(*args, **kwargs)
         return (loss * float("nan") if t.step == 1 else loss), stats
 
-    monkeypatch.setattr(trainer_mod, "policy_loss", nan_at_step_2)
+    monkeypatch.setattr(update_mod, "policy_loss", nan_at_step_2)
     ids = [p.id for p in t.questions(2)]  # the questions of step 2 (data position 2)
     with pytest.raises(NonFiniteError) as err:
         t.fit()

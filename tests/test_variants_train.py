@@ -10,6 +10,7 @@ import torch
 
 from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
+from crosspath.train import update as update_mod
 from crosspath.train.trainer import TrainConfig, Trainer
 
 TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}
@@ -122,7 +123,7 @@ def test_hinted_rows_train_without_the_hint(tmp_path, monkeypatch):
         return text_reward(problem, text) if "Hint" in asked[-1][0] else (0.0, False, 0)
 
     seen = {}
-    real_loss = trainer_mod.policy_loss
+    real_loss = update_mod.policy_loss
 
     def spy_loss(logp, old, ref, adv, mask, *args, **kwargs):
         seen.setdefault("calls", []).append((logp.detach(), old, adv, args[2]))
@@ -136,7 +137,7 @@ def test_hinted_rows_train_without_the_hint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "sample", sample)
     monkeypatch.setattr(trainer_mod, "reward", reward)
-    monkeypatch.setattr(trainer_mod, "policy_loss", spy_loss)
+    monkeypatch.setattr(update_mod, "policy_loss", spy_loss)
     monkeypatch.setattr(Trainer, "update", spy_update)
     t = Trainer(config(tmp_path, hints="guide", steps=1, micro_batch_size=16, log_samples=16,
                        task_options={"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}))

@@ -87,3 +87,18 @@ class RunDir:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def sample_rows(step: int, problems: list, rollout, scored: list, groups, hinted, mask, limit: int) -> list[dict]:
+    """samples/step-N.jsonl rows: the first `limit` completions of a step's first round, each with its
+    group (the question's index in the step) and path (its index in the group) ids. mask: [N, T] the
+    loss mask (a row's sum is the path's own tokens)."""
+    rows, paths = [], {}
+    for i, text in enumerate(rollout.texts[:limit]):
+        q = int(groups[i])
+        p, paths[q] = problems[q], paths.get(q, -1) + 1
+        rows.append({"step": step, "group": q, "path": paths[q], "hinted": bool(hinted[i]), "id": p.id,
+                     "question": p.question, "gold": p.answer, "text": text,
+                     "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
+                     "tokens": int(mask[i].sum())})
+    return rows

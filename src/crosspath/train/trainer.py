@@ -10,7 +10,7 @@ One step (docs/training.md has the math and every logged metric):
     filter     (optional) drop groups whose reward std is <= filter_std_eps, draw more questions to refill
     advantages group_advantages(rewards, G, scale_rewards), or SPO's tracker; SEED-GRPO, GRPO-lambda
                (variants.py)
-    update     micro-batches of `micro_batch_size` completions; GRPO scores plain ids, M3PO replays
+    update     (update.backward_pass) micro-batches of `micro_batch_size` completions; GRPO scores plain ids, M3PO replays
                the recorded (blended) inputs; reference = the model with the adapter disabled
                (skipped when beta = 0); each micro-batch loss is divided by the global batch's
                counts, so the summed gradient (over micro-batches and ranks) is the full-batch one
@@ -45,12 +45,13 @@ from crosspath.train.guard import check_finite, check_weights
 from crosspath.train.lora import enable_activation_checkpointing, save_weights, setup_lora, trainable_parameters
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
 from crosspath.train.rng import set_seed
-from crosspath.train.rundir import CHECKPOINTS, RunDir
-from crosspath.train.grpo import filter_groups, group_advantages, group_stats, policy_loss
-from crosspath.train.hints import HINT_EPSILON, behaviour_logprobs
-from crosspath.train.leap_rollout import exchange_metrics, loss_mask, path_budget, sample_leap
+from crosspath.train.rundir import CHECKPOINTS, RunDir, sample_rows
+from crosspath.train.grpo import filter_groups, group_advantages, group_stats
+from crosspath.train.hints import HINT_EPSILON
+from crosspath.train.leap_rollout import exchange_metrics, loss_mask, sample_leap
 from crosspath.train.m3po import make_hook
-from crosspath.train.rollout import Rollout, sample_rollouts, sequence_logprobs, trim
+from crosspath.train.rollout import Rollout, sample_rollouts
+from crosspath.train.update import backward_pass
 from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
@@ -211,38 +212,12 @@ class Trainer:
             chunks = []
         eps = HINT_EPSILON if cfg.epsilon is None and cfg.hints != "off" else cfg.epsilon
         refs, olds = [None] * len(chunks), [None] * len(chunks)
-        replay = cfg.algo == "m3po"
         total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "entropy": 0.0,
                  "lr": self.optimizer.param_groups[0]["lr"]}
         model.train()
         for it in range(cfg.num_iterations):
-            sums = [0.0, 0.0, 0.0, 0.0]  # loss, kl * tokens, clip_frac * tokens, entropy * tokens
-            for c, rows_c in enumerate(chunks):
-                mb = trim(rollout.select(rows_c))
-                if cfg.beta > 0 and refs[c] is None:
-                    with torch.no_grad(), model.disable_adapter():
-                        refs[c] = sequence_logprobs(model, mb, use_recorded_embeds=replay and cfg.m3po_ref_replay,
-                                                    temperature=cfg.temperature)
-                logp, ent = sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature,
-                                              with_entropy=True) if cfg.entropy_coef > 0 else (
-                    sequence_logprobs(model, mb, use_recorded_embeds=replay, temperature=cfg.temperature), None)
-                old = olds[c]
-                if hinted is not None and bool(hinted[rows_c].any()):  # Guide: pi(o | q) / pi_old(o | q, hint)
-                    old = behaviour_logprobs(logp.detach() if old is None else old, mb.sampling_logprobs,
-                                             hinted[rows_c])
-                mask = loss_mask(mb)  # LeaP: only the path's generated tokens
-                loss, st = policy_loss(logp, old, refs[c], advantages[rows_c], mask,
-                                       cfg.loss_type, cfg.beta, eps, cfg.epsilon_high,
-                                       max_completion_length=path_budget(cfg) if cfg.algo == "leap" else cfg.max_new_tokens,
-                                       num_items_in_batch=max(n_tok, 1.0), num_sequences=max(int(n_seq), 1),
-                                       importance_level=cfg.importance_level, entropy=ent,
-                                       entropy_coef=cfg.entropy_coef)
-                loss.backward()
-                if cfg.num_iterations > 1 and it == 0:
-                    olds[c] = (logp if old is None else old).detach()
-                active = float(mask.sum())
-                sums = [sums[0] + loss.item(), sums[1] + st["kl"] * active, sums[2] + st["clip_frac"] * active,
-                        sums[3] + st["entropy"] * active]
+            sums = backward_pass(model, cfg, rollout, chunks, advantages, refs=refs, olds=olds, first=it == 0,
+                                 n_tok=n_tok, n_seq=n_seq, eps=eps, hinted=hinted)
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -351,21 +326,10 @@ class Trainer:
         if cfg.algo == "leap":
             row.update(exchange_metrics(self._leap_sums))
         row["step_seconds"] = round(time.time() - t0, 3)
-        self._write_samples(step, *first)
+        problems, r, scored, groups, hinted = first
+        self.run.write_samples(f"step-{step}", sample_rows(step, problems, r, scored, groups, hinted,
+                                                            loss_mask(r), self.cfg.log_samples))
         return row
-
-    def _write_samples(self, step, problems, r, scored, groups, hinted) -> None:
-        """samples/step-N.jsonl: the first --log-samples completions of the step's first round, each
-        with its group (the question's index in the step) and path (its index in the group) ids."""
-        rows, paths = [], {}
-        for i, text in enumerate(r.texts[: self.cfg.log_samples]):
-            q = int(groups[i])
-            p, paths[q] = problems[q], paths.get(q, -1) + 1
-            rows.append({"step": step, "group": q, "path": paths[q], "hinted": bool(hinted[i]), "id": p.id,
-                         "question": p.question, "gold": p.answer, "text": text,
-                         "reward": scored[i][0], "correct": scored[i][1], "markers": scored[i][2],
-                         "tokens": int(loss_mask(r)[i].sum())})
-        self.run.write_samples(f"step-{step}", rows)
 
     def evaluate(self) -> dict:
         shard = self.eval_set[self.dist.rank:: self.dist.world_size]
