@@ -12,6 +12,7 @@ MODULES = ["crosspath.backends.base", "crosspath.backends.vllm", "crosspath.infe
            "crosspath.rundir", "crosspath.serve.protocol", "crosspath.report.rows", "crosspath.report.markup"]
 MODULES += ["crosspath.infer.aggregate", "crosspath.infer.deepconf", "crosspath.infer.pacore", "crosspath.infer.moa"]
 MODULES += ["crosspath.train.spo", "crosspath.train.shaping", "crosspath.train.hints"]
+MODULES += ["crosspath.train.data", "crosspath.train.format"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -44,6 +44,7 @@ WEIGHTINGS = ("similarity", "uniform")  # m3po
 RHO_TYPES = ("kl", "constant")  # spo
 SEED_SCALINGS = ("reciprocal", "linear", "exponential")  # shaping (SEED-GRPO)
 HINT_MODES = ("off", "guide", "seele")  # hints
+ANSWER_FORMATS = ("plain", "think")  # data: training prompt and reward
 TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
 
 
@@ -123,6 +124,17 @@ class TrainConfig:
     num_iterations: int = field(1, "updates per rollout batch (> 1 reuses it: set --epsilon)", ge=1)
     marker: str = field("####", "answer marker; the thinking phase ends where it appears")
     marker_rule: bool = field(True, "reward 0 when the marker appears more than once (HRPO/M3PO)")
+    answer_format: str = field("plain", "training prompt and reward: plain (asks for reasoning then the marker, grades "
+                                        "the answer wherever it is) or think (reasoning, then a last line with the "
+                                        "marker and the answer; reward only for a correct answer after a single "
+                                        "marker with reasoning before it: the thinking phase M3PO blends)",
+                               choices=ANSWER_FORMATS)
+    format_warmup: int | None = field(None, "format warm-up before RL: SFT steps (8 traces each) on the model's own "
+                                            "correct samples, rewritten as reasoning + marker + answer (default: 20 "
+                                            "with --answer-format think, else 0 = off)", ge=0)
+    format_warmup_questions: int = field(32, "format warm-up: training questions sampled G times each for traces",
+                                         ge=1)
+    format_warmup_lr: float = field(1e-4, "format warm-up: AdamW learning rate (its own optimizer)", gt=0)
     filter_groups: bool = field(False, "drop all-equal-reward groups and sample more questions to refill")
     filter_std_eps: float = field(1e-6, "filter_groups: a group counts as all-equal when its reward std is <= this",
                                   ge=0)
@@ -159,6 +171,9 @@ class TrainConfig:
     overwrite: bool = field(False, "replace an existing run directory")
     tensorboard: bool = field(True, "also write tensorboard logs to <out>/tb")
     progress: bool = field(True, "show a progress bar")
+
+    def resolved_format_warmup(self) -> int:
+        return (20 if self.answer_format == "think" else 0) if self.format_warmup is None else self.format_warmup
 
     def resolved_task_options(self) -> dict:
         return dict(TASK_DEFAULTS.get(self.task, {}) if self.task_options is None else self.task_options)

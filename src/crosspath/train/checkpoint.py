@@ -141,3 +141,16 @@ def load_latest_finite(run_dir: str | Path, model, optimizer, scheduler, probe_i
     if found:
         raise NonFiniteError(f"no checkpoint in {run_dir} holds finite weights: start again with --overwrite")
     return None
+
+
+def save_final(out: Path, model, tokenizer, main: bool = True) -> None:
+    """The adapter (+ tokenizer) in <out>/final, for `crosspath eval --adapter`; written into
+    <out>/.tmp-final and renamed, like a checkpoint."""
+    if main:
+        tmp, final = Path(out) / ".tmp-final", Path(out) / "final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_weights(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    barrier()

@@ -13,6 +13,15 @@ from crosspath.train.rollout import greedy_decode
 # HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
 PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
           "followed by your final answer.")
+# --answer-format think: the same order, asked for line by line; still no example answer (a literal one
+# was reward-hacked: the model copied it)
+THINK_PROMPT = ("{question}\n\nFirst reason step by step and show your work. Then write a last line that starts "
+                "with {marker} and gives only your final answer.")
+
+
+def prompt_text(cfg: TrainConfig, question: str) -> str:
+    """The training prompt of `question` (before the chat template) for cfg.answer_format."""
+    return (THINK_PROMPT if cfg.answer_format == "think" else PROMPT).format(question=question, marker=cfg.marker)
 
 
 def load_splits(cfg: TrainConfig, log=print):
@@ -45,24 +54,59 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def reward(problem, text: str, marker: str = "####", marker_rule: bool = True) -> tuple[float, bool, int]:
-    """(reward, correct, marker count): correctness from `grade`, 0 when the marker repeats."""
+def reward(problem, text: str, marker: str = "####", marker_rule: bool = True,
+           think: bool = False) -> tuple[float, bool, int]:
+    """(reward, correct, marker count): correctness from `grade` (the answer wherever it is), reward 0
+    when the marker repeats. think (--answer-format think): reward 1 only for `think_correct`.
+
+    >>> from crosspath.tasks import Problem
+    >>> p = Problem("p", "What is 3 + 4?", "7")
+    >>> reward(p, "3 + 4 = 7"), reward(p, "3 + 4 = 7", think=True)
+    ((1.0, True, 0), (0.0, True, 0))
+    """
     correct = grade(problem, text)[1]
     n = count_markers(text, marker)
+    if think:
+        return float(think_correct(problem, text, marker)), correct, n
     return float(correct and not (marker_rule and n > 1)), correct, n
 
 
+def reward_options(cfg: TrainConfig) -> dict:
+    """The keyword options of `reward` for this run: think=True under --answer-format think, except for
+    LeaP-GRPO (its paths answer in \\boxed{} under the LeaP prompt). Only passed when set, so a test's
+    stand-in reward(problem, text, marker, marker_rule) still fits."""
+    return {"think": True} if cfg.answer_format == "think" and cfg.algo != "leap" else {}
+
+
+def think_correct(problem, text: str, marker: str = "####") -> bool:
+    """The thinking-phase rule: exactly one marker, some reasoning (a letter or digit) before it, and
+    the answer after it correct (graded on the marker and what follows only, so a right number in the
+    reasoning does not count).
+
+    >>> from crosspath.tasks import Problem
+    >>> p = Problem("p", "What is 3 + 4?", "7")
+    >>> [think_correct(p, t) for t in ("3 + 4 = 7\\n#### 7", "#### 7", "7", "3 + 4 = 7 #### 7 #### 7", "7 #### 8")]
+    [True, False, False, False, False]
+    """
+    if count_markers(text, marker) != 1:
+        return False
+    before, after = text.split(marker, 1)
+    return any(c.isalnum() for c in before) and grade(problem, "#### " + after)[1]
+
+
 def evaluate(model, tokenizer, problems, cfg: TrainConfig) -> tuple[dict, list[dict]]:
-    """Greedy, one path, no blend, training prompt. Returns (sums, rows) for this process's problems."""
+    """Greedy, one path, no blend, training prompt. Returns (sums, rows) for this process's problems;
+    `think` counts the answers the thinking-phase rule accepts (`think_correct`)."""
     rows = []
     for i in range(0, len(problems), cfg.eval_batch_size):
         batch = problems[i: i + cfg.eval_batch_size]
-        prompts = [render_prompt(tokenizer, PROMPT.format(question=p.question, marker=cfg.marker)) for p in batch]
+        prompts = [render_prompt(tokenizer, prompt_text(cfg, p.question)) for p in batch]
         for p, text in zip(batch, greedy_decode(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                                                 marker=cfg.marker)):
             answer, correct = grade(p, text)
             rows.append({"id": p.id, "gold": p.answer, "answer": answer, "correct": correct,
-                         "markers": count_markers(text, cfg.marker), "text": text})
+                         "markers": count_markers(text, cfg.marker), "text": text,
+                         "think_correct": think_correct(p, text, cfg.marker)})
     sums = {"correct": sum(r["correct"] for r in rows), "format": sum(r["markers"] == 1 for r in rows),
-            "n": len(rows)}
+            "think": sum(r["think_correct"] for r in rows), "n": len(rows)}
     return sums, rows

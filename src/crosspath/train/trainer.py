@@ -26,7 +26,6 @@ Test time: `greedy_decode` (one path, no blend) with the same prompt: `crosspath
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -37,12 +36,13 @@ from crosspath.models import load_model, render_prompt
 from crosspath.rundir import claim_run_dir, default_run_dir
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
-from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
-from crosspath.train.data import PROMPT, evaluate, load_splits, reward  # noqa: F401 (re-exported)
+from crosspath.train.checkpoint import load_latest_finite, save_checkpoint, save_final
+from crosspath.train.data import PROMPT, evaluate, load_splits, prompt_text, reward, reward_options  # noqa: F401
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
+from crosspath.train.format import format_warmup, marked_thinking
 from crosspath.train.guard import check_finite, check_weights
-from crosspath.train.lora import enable_activation_checkpointing, save_weights, setup_lora, trainable_parameters
+from crosspath.train.lora import enable_activation_checkpointing, setup_lora, trainable_parameters
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir, sample_rows
@@ -143,7 +143,7 @@ class Trainer:
     def probe_ids(self) -> torch.Tensor:
         """[1, L] token ids of the first training question's prompt (L <= 64): the guard's probe input."""
         if self._probe is None:
-            text = render_prompt(self.tok, PROMPT.format(question=self.train_set[0].question, marker=self.cfg.marker))
+            text = render_prompt(self.tok, prompt_text(self.cfg, self.train_set[0].question))
             ids = self.tok(text, add_special_tokens=False)["input_ids"][:64]
             self._probe = torch.tensor([ids], device=self.dist.device)
         return self._probe
@@ -172,7 +172,7 @@ class Trainer:
 
     def sample(self, problems, step: int, attempt: int = 0) -> Rollout:
         cfg = self.cfg
-        prompts = [render_prompt(self.tok, PROMPT.format(question=p.question, marker=cfg.marker)) for p in problems]
+        prompts = [render_prompt(self.tok, prompt_text(cfg, p.question)) for p in problems]
         seed = (cfg.seed * 1_000_003 + step * 10_007 + attempt * 101 + self.dist.rank) % 2**62
         try:
             if cfg.algo == "leap":  # the group is one LeaP run (leap_rollout.py); stats go to the step's row
@@ -260,15 +260,15 @@ class Trainer:
         cfg, g, step, t0 = self.cfg, self.cfg.group_size, self.step + 1, time.time()
         kept = KeptRows()
         self._leap_sums = {}
-        seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0,
-                "thinking": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0,
+        seen = {"reward": 0.0, "correct": 0.0, "format": 0.0, "tokens": 0.0, "truncated": 0.0, "thinking": 0.0,
+                "marked_thinking": 0.0, "marked_tokens": 0.0, "group_std": 0.0, "groups": 0.0, "dropped": 0.0,
                 **({"hinted_groups": 0.0, "hinted_solved": 0.0} if cfg.hints != "off" else {})}
         for attempt in range(1 + (cfg.max_filter_rounds if cfg.filter_groups else 0)):
             problems = self.questions(self.position)
             self.position += cfg.questions_per_step
             r = self.sample(problems, step, attempt)
-            scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule and cfg.algo != "leap")
-                      for i, t in enumerate(r.texts)]
+            scored = [reward(problems[i // g], t, cfg.marker, cfg.marker_rule and cfg.algo != "leap",
+                             **reward_options(cfg)) for i, t in enumerate(r.texts)]
             n0 = len(r.texts)  # the first G per question; hinted re-samples follow them
             groups, hinted = torch.arange(len(problems)).repeat_interleave(g), torch.zeros(n0, dtype=torch.bool)
             if cfg.hints != "off":
@@ -285,6 +285,7 @@ class Trainer:
                          ("format", sum(s[2] == 1 for s in scored[:n0])), ("tokens", lengths[:n0].sum()),
                          ("truncated", (lengths[:n0] >= cfg.max_new_tokens).sum()),
                          ("thinking", r.thinking_mask[:n0].sum()), ("groups", len(problems)),
+                         *zip(("marked_thinking", "marked_tokens"), marked_thinking(r, scored, n0)),
                          ("group_std", group_stats(rewards[:n0], groups[:n0])[1].sum()),
                          ("dropped", int((~keep).sum()))):
                 seen[k] += float(v)
@@ -315,6 +316,7 @@ class Trainer:
                "accuracy": s["correct"] / n, "format_rate": s["format"] / n,
                "completion_length": s["tokens"] / n, "truncated_rate": s["truncated"] / n,
                "thinking_share": s["thinking"] / max(s["tokens"], 1.0),
+               "thinking_share_marked": s["marked_thinking"] / s["marked_tokens"] if s["marked_tokens"] else None,
                "groups_trained": int(n_groups), "filtered_frac": s["dropped"] / max(s["groups"], 1.0),
                "adv_nonzero_frac": nonzero / max(rows_total, 1.0),
                **{k: pairs[2 * i] / max(pairs[2 * i + 1], 1.0) for i, k in enumerate(variant_stats)},
@@ -331,15 +333,16 @@ class Trainer:
                                                             loss_mask(r), self.cfg.log_samples))
         return row
 
-    def evaluate(self) -> dict:
+    def evaluate(self, name: str | None = None) -> dict:
         shard = self.eval_set[self.dist.rank:: self.dist.world_size]
         sums, rows = evaluate(self.model, self.tok, shard, self.cfg)
         for k, row in enumerate(rows):  # one greedy path per held-out question
             row.update(group=self.dist.rank + k * self.dist.world_size, path=0)
-        c, f, n = all_reduce_sum([sums["correct"], sums["format"], sums["n"]])
+        c, f, k, n = all_reduce_sum([sums["correct"], sums["format"], sums["think"], sums["n"]])
         all_rows = [x for part in all_gather_objects(rows) for x in part]
-        self.run.write_samples(f"eval-step-{self.step}", all_rows)
-        return {"eval_accuracy": c / max(n, 1.0), "eval_format_rate": f / max(n, 1.0), "eval_questions": int(n)}
+        self.run.write_samples(name or f"eval-step-{self.step}", all_rows)
+        return {"eval_accuracy": c / max(n, 1.0), "eval_format_rate": f / max(n, 1.0), "eval_questions": int(n),
+                **({"eval_think_accuracy": k / max(n, 1.0)} if self.cfg.answer_format == "think" else {})}
 
     def save(self) -> Path:
         state = {"data_position": self.position, "world_size": self.dist.world_size, "config": to_dict(self.cfg)}
@@ -361,6 +364,10 @@ class Trainer:
             row = {"step": 0, **self.evaluate()}
             self.run.log(row)
             rows.append(row)
+        warm = format_warmup(self) if self.step == 0 else None  # the warmed-up adapter is evaluated too
+        if warm is not None:
+            rows.append({"step": 0, **warm, **(self.evaluate("eval-warmup") if cfg.eval_every and self.eval_set else {})})
+            self.run.log(rows[-1])
         while self.step < cfg.steps:
             row = self.train_step()
             last = self.step == cfg.steps
@@ -383,14 +390,7 @@ class Trainer:
 
     def save_final(self) -> None:
         """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
-        if self.dist.main:
-            tmp, final = self.out / ".tmp-final", self.out / "final"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_weights(self.model, tmp)
-            self.tok.save_pretrained(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-        barrier()
+        save_final(self.out, self.model, self.tok, self.dist.main)
 
 
 def train(cfg: TrainConfig, **kwargs) -> list[dict]:

@@ -30,6 +30,7 @@ import torch
 from crosspath.config import ConfigError
 from crosspath.models import render_prompt
 from crosspath.tasks import SameAnswer, extract_answer
+from crosspath.train.data import prompt_text, reward_options
 from crosspath.train.distributed import all_gather_objects, all_reduce_sum
 from crosspath.train.grpo import group_stats
 from crosspath.train.hints import HintMemory, hint_count, hint_steps, hinted_question
@@ -125,7 +126,7 @@ class Variants:
             asked = [replace(problems[q], question=hinted_question(problems[q].question, steps[q][:c]))
                      for q, c in zip(todo, counts)]
             h = self.t.sample(asked, step, HINT_ATTEMPT + attempt * cfg.hint_rounds + k)
-            new = [T.reward(problems[todo[i // g]], text, cfg.marker, cfg.marker_rule)
+            new = [T.reward(problems[todo[i // g]], text, cfg.marker, cfg.marker_rule, **reward_options(cfg))
                    for i, text in enumerate(h.texts)]
             rows = [q * g + j for q in todo for j in range(g)]  # the same questions' plain prompts
             parts.append(replace(h, prompt_ids=r.prompt_ids[rows], prompt_mask=r.prompt_mask[rows]))
@@ -228,10 +229,7 @@ class Variants:
         self.tracker.update(ids, successes, trials, divergence, step, stored)
 
     def _prompts(self, problems) -> list[str]:
-        from crosspath.train import trainer as T
-
-        return [render_prompt(self.t.tok, T.PROMPT.format(question=p.question, marker=self.cfg.marker))
-                for p in problems]
+        return [render_prompt(self.t.tok, prompt_text(self.cfg, p.question)) for p in problems]
 
     def _spo_init(self, problems, step) -> None:
         """First visit: n0 = --spo-init-samples plain samples per question give its prior."""
@@ -245,7 +243,8 @@ class Variants:
                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.sample_top_k,
                                 top_p=cfg.top_p, seed=seed, marker=cfg.marker)
             for i, text in enumerate(r.texts):
-                successes[i // n0] += float(T.reward(problems[i // n0], text, cfg.marker, cfg.marker_rule)[0] > 0)
+                successes[i // n0] += float(T.reward(problems[i // n0], text, cfg.marker, cfg.marker_rule,
+                                                     **reward_options(cfg))[0] > 0)
         self.tracker.init([p.id for p in problems], successes, [n0] * len(problems))
 
     @torch.no_grad()
