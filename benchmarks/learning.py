@@ -4,6 +4,7 @@ and seed per invocation.
     python benchmarks/learning.py --algo grpo|m3po --seed S [--variant NAME] [--steps 60]
                                   [--model smollm2-135m] [--eval-every 20] [--threads N]
                                   [--root runs/bench/learning]
+    python benchmarks/learning.py --sweep --seed S [--steps 30]   # thinking phase: GRPO + M3PO lambda x T
     python benchmarks/learning.py --table          # aggregate everything recorded so far
     python benchmarks/learning.py --variants       # list the variants and the options they set
 
@@ -19,11 +20,18 @@ SEELE hints, 1-shot RLVR, GSPO, CISPO) to the same task, steps and held-out set;
 lists them next to GRPO of the same seed (accuracy, steps without gradient, step time, exact McNemar
 test on the held-out questions).
 
+--sweep runs the variant `think` (the thinking-phase prompt and reward, --answer-format think, with
+its format warm-up, 128 tokens): GRPO (lambda 0), then M3PO for lambda in {0.05, 0.1, 0.3} x T in
+{0.1, 0.5}, one after the other, each recorded as it ends (--algo m3po --variant think
+--m3po-lambda L --m3po-temperature T runs one of them alone); `--table` lists them in their own
+section: accuracy of the base model / after the warm-up / after RL, the think-rule accuracy, the
+sampled completions' format rate and thinking share (first and last 5 steps), step time.
+
 Each invocation appends one row (algo, variant, seed, steps, accuracy before/after, the curve, the
 ids of the questions right before and after, wall time, machine, command) to
 benchmarks/results/learning.jsonl, so the comparison builds up over several sittings; `--table`
 also compares GRPO and M3PO of the same seed question by question (exact McNemar test); a killed invocation resumes from its last checkpoint when started again with the same
-arguments (its run directory is <root>/<algo>-s<seed>-k<steps>).
+arguments (its run directory is <root>/<algo>[-<variant>][-l<lambda>-t<T>]-s<seed>-k<steps>).
 """
 
 from __future__ import annotations
@@ -59,13 +67,26 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "grpo-2iter": ({"num_iterations": 2, "epsilon": 0.2},
                    "GSPO's control: token ratio, 2 updates per batch, PPO clip 0.2"),
     "cispo": ({"loss_type": "cispo", "epsilon_high": 5.0, "scale_rewards": "batch"}, "CISPO: TRL's recipe"),
+    "think": ({"answer_format": "think", "max_new_tokens": 128},
+              "thinking phase: reasoning, then #### and the answer, rewarded only after one marker with reasoning "
+              "before it; the format warm-up (20 SFT steps on the model's own correct traces) first; 128 tokens"),
 }
+# --sweep: M3PO's lambda x T with the thinking phase (variant think), next to GRPO (lambda 0) of the same seed
+SWEEP_LAMBDAS, SWEEP_TEMPERATURES = (0.05, 0.1, 0.3), (0.1, 0.5)
 
 
 def label(r: dict) -> str:
-    """grpo, m3po, or grpo+spo etc. for a variant row (rows recorded before variants existed: none)."""
+    """grpo, m3po, or grpo+spo etc. for a variant row (rows recorded before variants existed: none);
+    with M3PO's lambda and T when they were set (--m3po-lambda, --m3po-temperature, --sweep)."""
     variant = r.get("variant", "none")
-    return r["algo"] if variant == "none" else f"{r['algo']}+{variant}"
+    name = r["algo"] if variant == "none" else f"{r['algo']}+{variant}"
+    return name + (f" λ{r['m3po_lambda']:g} T{r['m3po_temperature']:g}" if r.get("m3po_lambda") is not None else "")
+
+
+def record_key(r: dict) -> tuple:
+    """What makes a recorded run the same run (rows recorded before variants / lambda-T: their defaults)."""
+    return (r["model"], r["algo"], r.get("variant", "none"), r["seed"], r["steps"], r["eval_size"],
+            r.get("m3po_lambda"), r.get("m3po_temperature"))
 
 
 def step_seconds(r: dict) -> float:
@@ -112,6 +133,15 @@ def table(path: Path = RESULTS) -> str:
                    "adv_nonzero_frac every group's rewards equal; greedy held-out answers):\n")
         out += ["| algo | seed | steps without gradient % | marker format rate % before / after | "
                 "answer chars before / after |", "|---|---|---|---|---|"] + behaviour
+    think = _think(rows)
+    if think:
+        out.append("\nThinking phase (variant think; GRPO = lambda 0; held-out greedy accuracy of the base model, after "
+                   "the format warm-up, after RL; think-rule: answer after a single marker with reasoning before it; "
+                   "format rate, thinking share of the completions with the marker and completion tokens: sampled "
+                   "completions, mean of the first / last 5 steps):\n")
+        out += ["| algo | λ | T | seed | steps | accuracy base / warm-up / after % | think-rule after % | "
+                "warm-up traces | format rate % first / last | thinking share % first / last | tokens first / last | "
+                "s per step |", "|---|---|---|---|---|---|---|---|---|---|---|---|"] + think
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
@@ -187,6 +217,44 @@ def _run_stats(run: Path, metrics: list[dict]) -> dict:
             "chars_before": chars(evals[0]["step"]), "chars_after": chars(evals[-1]["step"])}
 
 
+def _think_stats(rows: list[dict]) -> dict:
+    """The thinking-phase figures of one run from its metrics lines: the warm-up line (held-out accuracy
+    and format rate after it, traces), the sampled completions' format rate, thinking share (of the
+    completions with the marker) and length over the first and last 5 steps, the final think-rule accuracy."""
+    warm = next((r for r in rows if r.get("warmup")), {})
+    steps = [r for r in rows if "reward_mean" in r]
+    evals = [r for r in rows if "eval_accuracy" in r and not r.get("warmup")]
+
+    def mean(part, key):
+        xs = [r[key] for r in part if r.get(key) is not None]
+        return round(statistics.mean(xs), 4) if xs else None
+
+    first, last = steps[:5], steps[-5:]
+    return {"warmup_accuracy": warm.get("eval_accuracy"), "warmup_format_rate": warm.get("eval_format_rate"),
+            "warmup_traces": warm.get("warmup_traces"), "think_accuracy_after": evals[-1].get("eval_think_accuracy"),
+            **{f"{k}_{name}": mean(part, k) for name, part in (("first", first), ("last", last))
+               for k in ("format_rate", "thinking_share_marked", "completion_length", "reward_mean")}}
+
+
+def _think(rows: list[dict]) -> list[str]:
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    num = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
+    out = []
+    for r in sorted((r for r in rows if r.get("variant") == "think"),
+                    key=lambda r: (r["model"], r["steps"], r["seed"], r["algo"], r.get("m3po_lambda") or 0,
+                                   r.get("m3po_temperature") or 0)):
+        t, lam, temp = r["think"], r.get("m3po_lambda"), r.get("m3po_temperature")
+        out.append(f"| {r['algo']} | {'0' if r['algo'] == 'grpo' else f'{lam:g}'} | "
+                   f"{'-' if r['algo'] == 'grpo' else f'{temp:g}'} | {r['seed']} | {r['steps']} | "
+                   f"{pct(r['before'])} / {pct(t['warmup_accuracy'])} / {pct(r['after'])} | "
+                   f"{pct(t['think_accuracy_after'])} | {num(t['warmup_traces'])} | "
+                   f"{pct(t['format_rate_first'])} / {pct(t['format_rate_last'])} | "
+                   f"{pct(t['thinking_share_marked_first'])} / {pct(t['thinking_share_marked_last'])} | "
+                   f"{num(t['completion_length_first'])} / {num(t['completion_length_last'])} | "
+                   f"{step_seconds(r):.1f} |")
+    return out
+
+
 def _behaviour(rows: list[dict]) -> list[str]:
     return [f"| {label(r)} | {r['seed']} | {100 * r['stats']['no_gradient_steps']:.0f} | "
             f"{100 * r['stats']['format_before']:.1f} / {100 * r['stats']['format_after']:.1f} | "
@@ -205,7 +273,14 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-size", type=int, default=200, help="held-out questions (200 for the recorded figures)")
     ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="completion length (default: 64; variant think: 128)")
+    ap.add_argument("--m3po-lambda", type=float, default=None, help="M3PO's lambda (default: the trainer's 0.1; "
+                                                                       "recorded, and in the run directory's name)")
+    ap.add_argument("--m3po-temperature", type=float, default=None, help="M3PO's T (default: the trainer's 0.1)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="variant think: GRPO, then M3PO for every lambda in %s x T in %s, one after the other "
+                         "(recorded ones are skipped, a killed one resumes)" % (SWEEP_LAMBDAS, SWEEP_TEMPERATURES))
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--root", default="runs/bench/learning", help="parent of the run directories")
     ap.add_argument("--table", action="store_true", help="print the aggregate table of the results JSONL and exit")
@@ -220,55 +295,78 @@ def main(argv=None) -> int:
         for name, (options, why) in VARIANTS.items():
             print(f"{name}: {options or '-'}\n    {why}")
         return 0
-    if not args.algo:
-        ap.error("--algo is required (or --table)")
+    if args.sweep:
+        args.variant = "think"
+        jobs = [("grpo", None, None)] + [("m3po", lam, t) for lam in SWEEP_LAMBDAS for t in SWEEP_TEMPERATURES]
+    elif args.algo:
+        jobs = [(args.algo, args.m3po_lambda, args.m3po_temperature)]
+    else:
+        ap.error("--algo is required (or --sweep, --table)")
+    if any(lam is not None or t is not None for a, lam, t in jobs if a != "m3po"):
+        ap.error("--m3po-lambda / --m3po-temperature need --algo m3po")
     import torch
-
-    from crosspath.train.checkpoint import latest_checkpoint
-    from crosspath.train.trainer import TrainConfig, Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    key = (args.model, args.algo, args.variant, args.seed, args.steps, args.eval_size)
+    for algo, lam, temp in jobs:  # one after the other; each is recorded as soon as it ends
+        run_one(args, algo, lam, temp)
+    return 0
+
+
+def run_one(args, algo: str, lam: float | None, temp: float | None) -> None:
+    """Train (or resume) one run, then append its row to the results; skipped when already recorded."""
+    from crosspath.train.checkpoint import latest_checkpoint
+    from crosspath.train.trainer import TrainConfig, Trainer
+
+    if algo == "m3po" and (lam is not None or temp is not None):  # record both once either is set
+        d = TrainConfig()
+        lam, temp = d.m3po_lambda if lam is None else lam, d.m3po_temperature if temp is None else temp
+    key = (args.model, algo, args.variant, args.seed, args.steps, args.eval_size, lam, temp)
     done = [json.loads(ln) for ln in Path(args.results).read_text().splitlines() if ln.strip()] \
         if Path(args.results).exists() else []
-    if not args.force and any((r["model"], r["algo"], r.get("variant", "none"), r["seed"], r["steps"], r["eval_size"])
-                              == key for r in done):
+    if not args.force and any(record_key(r) == key for r in done):
         print(f"{key} is already recorded in {args.results} (--force runs it again)\n\n" + table(Path(args.results)))
-        return 0
-    tag = args.algo if args.variant == "none" else f"{args.algo}-{args.variant}"
+        return
+    tag = algo if args.variant == "none" else f"{algo}-{args.variant}"
+    tag += "" if lam is None else f"-l{lam:g}-t{temp:g}"
     out = Path(args.root) / f"{tag}-s{args.seed}-k{args.steps}"
-    cfg = TrainConfig(algo=args.algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
-                      eval_seed=1234, eval_every=args.eval_every, max_new_tokens=args.max_new_tokens,
-                      save_every=max(args.eval_every, 1), out=str(out),
-                      resume=latest_checkpoint(out) is not None, overwrite=True, **VARIANTS[args.variant][0])
+    options = {"max_new_tokens": 64, **VARIANTS[args.variant][0],
+               **({} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}),
+               **({} if lam is None else {"m3po_lambda": lam, "m3po_temperature": temp})}
+    cfg = TrainConfig(algo=algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
+                      eval_seed=1234, eval_every=args.eval_every, save_every=max(args.eval_every, 1), out=str(out),
+                      resume=latest_checkpoint(out) is not None, overwrite=True, threads=args.threads,
+                      progress=not args.quiet, **options)
     t0 = time.time()
     trainer = Trainer(cfg)
     trainer.fit()
     if not trainer.dist.main:
-        return 0
+        return
     rows = trainer.run.read_metrics()
-    curve = [(r["step"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    curve = [(r["step"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]  # a warm-up adds a 2nd step 0
     train_secs = sum(r.get("step_seconds", 0.0) for r in rows)
     result = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "command": shlex.join(sys.argv),
-              "model": args.model, "algo": args.algo, "variant": args.variant, "seed": args.seed, "steps": args.steps,
-              "eval_size": args.eval_size, "before": curve[0][1], "after": curve[-1][1], "curve": curve,
+              "model": args.model, "algo": algo, "variant": args.variant, "seed": args.seed, "steps": args.steps,
+              **({} if lam is None else {"m3po_lambda": lam, "m3po_temperature": temp}),
+              "max_new_tokens": cfg.max_new_tokens, "eval_size": args.eval_size, "before": curve[0][1],
+              "after": curve[-1][1], "curve": curve,
               "train_seconds": round(train_secs, 1), "wall_seconds": round(time.time() - t0, 1),
               "step_seconds": round(statistics.mean(r["step_seconds"] for r in rows if "step_seconds" in r), 2),
               "mean_reward": statistics.mean(r["reward_mean"] for r in rows if "reward_mean" in r),
               "run": str(out), "before_correct": _correct_ids(out, curve[0][0]),
-              "after_correct": _correct_ids(out, curve[-1][0]), "stats": _run_stats(out, rows)}
+              "after_correct": _correct_ids(out, curve[-1][0]), "stats": _run_stats(out, rows),
+              **({"think": _think_stats(rows)} if cfg.answer_format == "think" else {})}
     print(f"\n# Learning: {tag} seed {args.seed}\n\nMachine: {machine()}  \n"
           f"Command: `python {shlex.join(sys.argv)}`\n")
     print("| step | held-out greedy accuracy % |\n|---|---|")
-    for s, a in curve:
-        print(f"| {s} | {100 * a:.1f} |")
+    warm = any(r.get("warmup") for r in rows)
+    for i, (s, a) in enumerate(curve):
+        print(f"| {s}{' (after the format warm-up)' if warm and i == 1 else ''} | {100 * a:.1f} |")
     if not args.no_save:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"\nappended to {args.results}; aggregate: python benchmarks/learning.py --table")
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
     hints.py        hints for hopeless groups (Guide, SEELE): solution steps, hint length
     variants.py     what those options add to a step, and their state across steps
     rollout.py      step-by-step sampler that can blend inputs and records them; greedy decoding
+    data.py         the training prompts (plain, think), the splits, the reward, the greedy evaluation
+    format.py       --answer-format think: the format warm-up (SFT on own traces + marker), its metrics
     leap_rollout.py LeaP groups as rollouts: the inference loop, with masks of the path's own tokens
     trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
 
