@@ -135,10 +135,10 @@ def table(path: Path = RESULTS) -> str:
                 "answer chars before / after |", "|---|---|---|---|---|"] + behaviour
     think = _think(rows)
     if think:
-        out.append("\nThinking phase (variant think; GRPO = lambda 0; held-out greedy accuracy of the base model, after "
-                   "the format warm-up, after RL; think-rule: answer after a single marker with reasoning before it; "
-                   "format rate, thinking share of the completions with the marker and completion tokens: sampled "
-                   "completions, mean of the first / last 5 steps):\n")
+        out.append("\nThinking phase (variant think; GRPO = lambda 0; held-out greedy accuracy of the base model, "
+                   "after the format warm-up, after RL; think-rule: answer after a single marker with reasoning "
+                   "before it; format rate, thinking share of the completions with the marker and completion "
+                   "tokens: sampled completions, mean of the first / last 5 steps):\n")
         out += ["| algo | λ | T | seed | steps | accuracy base / warm-up / after % | think-rule after % | "
                 "warm-up traces | format rate % first / last | thinking share % first / last | tokens first / last | "
                 "s per step |", "|---|---|---|---|---|---|---|---|---|---|---|---|"] + think
@@ -273,7 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-size", type=int, default=200, help="held-out questions (200 for the recorded figures)")
     ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--max-new-tokens", type=int, default=None, help="completion length (default: 64; variant think: 128)")
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="completion length (default: 64; variant think: 128)")
     ap.add_argument("--m3po-lambda", type=float, default=None, help="M3PO's lambda (default: the trainer's 0.1; "
                                                                        "recorded, and in the run directory's name)")
     ap.add_argument("--m3po-temperature", type=float, default=None, help="M3PO's T (default: the trainer's 0.1)")

@@ -116,8 +116,8 @@ def test_warmup_leaves_the_rl_data_stream_and_seeds_alone(tmp_path, fake_reward)
     for name, n in (("off", 0), ("on", 2)):
         Trainer(config(tmp_path, name, format_warmup=n, steps=2)).fit()
     for step in (1, 2):
-        ids = [[json.loads(x)["id"] for x in (tmp_path / name / "samples" / f"step-{step}.jsonl").read_text().splitlines()]
-               for name in ("off", "on")]
+        files = [tmp_path / name / "samples" / f"step-{step}.jsonl" for name in ("off", "on")]
+        ids = [[json.loads(x)["id"] for x in f.read_text().splitlines()] for f in files]
         assert ids[0] == ids[1]
     pos = [[r["data_position"] for r in metrics(tmp_path / name) if not r.get("warmup")] for name in ("off", "on")]
     assert pos[0] == pos[1] == [2, 4]

@@ -6,8 +6,7 @@ One step (docs/training.md has the math and every logged metric):
     rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
                M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
     rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
-               (--answer-format think: only a right answer after one marker, reasoning before it;
-               format.py's SFT warm-up runs once before step 1)
+               (--answer-format think: a right answer after one marker, reasoning before it; format.py)
     hints      (optional) re-sample the all-wrong questions with a hint (variants.py, hints.py)
     filter     (optional) drop groups whose reward std is <= filter_std_eps, draw more questions to refill
     advantages group_advantages(rewards, G, scale_rewards), or SPO's tracker; SEED-GRPO, GRPO-lambda
@@ -368,7 +367,8 @@ class Trainer:
             rows.append(row)
         warm = format_warmup(self) if self.step == 0 else None  # the warmed-up adapter is evaluated too
         if warm is not None:
-            rows.append({"step": 0, **warm, **(self.evaluate("eval-warmup") if cfg.eval_every and self.eval_set else {})})
+            warm.update(self.evaluate("eval-warmup") if cfg.eval_every and self.eval_set else {})
+            rows.append({"step": 0, **warm})
             self.run.log(rows[-1])
         while self.step < cfg.steps:
             row = self.train_step()
