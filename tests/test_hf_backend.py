@@ -33,7 +33,7 @@ def test_session_continuation_matches_full_forward(tiny, tiny_gen):
     g.extend(h, "\n\nLet me check the peers.")
     cached_before = g.cached_tokens(h)
     assert cached_before > 0
-    nxt = g.advance([h], SamplingParams(max_tokens=5, temperature=0))[0]
+    nxt = g.advance([h], SamplingParams(max_tokens=5, temperature=0, logprobs=True))[0]
     # The same token sequence, re-encoded from scratch with one forward per token, gives the same greedy tokens.
     ids = list(g._paths[h].ids)
     n_new = len(nxt.token_ids)
@@ -41,7 +41,12 @@ def test_session_continuation_matches_full_forward(tiny, tiny_gen):
     with torch.no_grad():
         out = model.generate(seq, attention_mask=torch.ones_like(seq), max_new_tokens=n_new, do_sample=False,
                              pad_token_id=tok.pad_token_id)
+        full = model(torch.tensor([ids])).logits[0].log_softmax(-1)  # [len(ids), V]
     assert out[0, seq.shape[1]:].tolist() == nxt.token_ids
+    # and the same numbers: the tiny model's greedy tokens barely depend on positions, its log-probs do
+    # (cached keys and the new tokens at the wrong positions move them by ~1e-3)
+    want = [full[seq.shape[1] - 1 + j, t].item() for j, t in enumerate(nxt.token_ids)]
+    torch.testing.assert_close(torch.tensor(nxt.logprobs), torch.tensor(want), atol=1e-4, rtol=0)
     assert g.text(h).endswith("Let me check the peers." + nxt.text)
     g.close(h)
 
