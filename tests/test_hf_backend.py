@@ -62,7 +62,7 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
     sp = SamplingParams(max_tokens=6, temperature=0, logprobs=True)
     together = g.advance(hs, sp)
     # each path brought to the same state (same text, same cache) by the same calls, but alone
-    alone = []
+    alone, solo = [], []
     for n, pr in enumerate(prompts):
         h = g.open(pr)
         if n == 0:
@@ -71,13 +71,20 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
             g.advance([h], SamplingParams(max_tokens=3, temperature=0))
             g.extend(h, " More text here.")
         alone.append(g.advance([h], sp)[0])
-        g.close(h)
+        solo.append(h)
     # every row, cached (0), fresh (1) and cached-with-pending-text (2), continues exactly as alone
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     assert [c.text for c in together] == [c.text for c in alone]
     assert [c.finish_reason for c in together] == [c.finish_reason for c in alone]
     for t, a in zip(together, alone):  # the same numbers, not only the same argmax
         torch.testing.assert_close(torch.tensor(t.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+    # and the caches the batch left behind are the ones each path left alone: the next call agrees too
+    for h, h_alone in zip(hs, solo):
+        a, b = g.advance([h], sp)[0], g.advance([h_alone], sp)[0]
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        g.close(h)
+        g.close(h_alone)
 
 
 def test_stop_string_cut_exactly(tiny_gen, tiny):
