@@ -18,7 +18,7 @@ from crosspath.train.checkpoint import latest_checkpoint, list_checkpoints
 from crosspath.train.guard import NonFiniteError
 from crosspath.train.trainer import TrainConfig, Trainer
 
-from train_helpers import TIMING, config, lora_state, metrics, text_reward, untimed
+from train_helpers import TIMING, assert_same_lora, config, kill_at_step, lora_state, metrics, text_reward, untimed
 
 FIELDS = {"step", "epoch", "data_position", "reward_mean", "reward_std", "accuracy", "format_rate",
           "completion_length", "truncated_rate", "thinking_share", "groups_trained", "filtered_frac",
@@ -69,17 +69,7 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
     straight.fit()
 
     cfg = config(tmp_path, "killed", **common)
-    original = Trainer.train_step
-
-    def killed_at_step_4(self):
-        if self.step == 3:  # step 3 was logged, the last checkpoint is step 2
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg).fit()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_at_step(cfg, 4, monkeypatch)  # step 3 was logged, the last checkpoint is step 2
     (tmp_path / "killed" / "checkpoints" / ".tmp-step-4").mkdir()  # a save cut short
     assert latest_checkpoint(tmp_path / "killed").name == "step-2"
     assert [r["step"] for r in metrics(tmp_path / "killed")] == [0, 1, 2, 3]
@@ -87,9 +77,7 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
     resumed = Trainer(replace(cfg, resume=True))
     assert (resumed.step, resumed.position) == (2, 4)
     resumed.fit()
-    a, b = lora_state(straight.model), lora_state(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert_same_lora(straight.model, resumed.model)
     assert untimed(metrics(tmp_path / "straight")) == untimed(metrics(tmp_path / "killed"))
 
     longer = Trainer(replace(cfg, resume=True, steps=5))

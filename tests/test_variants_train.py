@@ -13,7 +13,7 @@ from crosspath.train import update as update_mod
 from crosspath.train.trainer import TrainConfig, Trainer
 
 import train_helpers
-from train_helpers import lora_state, metrics, text_reward, untimed
+from train_helpers import assert_same_lora, kill_at_step, metrics, text_reward, untimed
 
 VARIANTS = {
     "spo": ["--baseline", "spo", "--group-size", "1", "--spo-init-samples", "2"],
@@ -68,23 +68,11 @@ def test_spo_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert any(r["adv_nonzero_frac"] > 0 for r in rows) and any(r["grad_norm"] > 0 for r in rows)
 
     cfg = config(tmp_path, "killed", **common)
-    original = Trainer.train_step
-
-    def killed_at_step_4(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg).fit()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_at_step(cfg, 4, monkeypatch)
     resumed = Trainer(replace(cfg, resume=True))
     assert resumed.step == 2 and len(resumed.variants.tracker.entries) == 3
     resumed.fit()
-    a, b = lora_state(straight.model), lora_state(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert_same_lora(straight.model, resumed.model)
     assert untimed(metrics(tmp_path / "straight")) == untimed(metrics(tmp_path / "killed"))
     assert resumed.variants.tracker.entries == entries
 

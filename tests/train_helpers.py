@@ -36,3 +36,34 @@ def metrics(run_dir) -> list[dict]:
 def untimed(rows: list[dict]) -> list[dict]:
     """Metrics rows without the TIMING fields: what a resumed run must reproduce exactly."""
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def kill_at_step(cfg: TrainConfig, step: int, monkeypatch) -> None:
+    """Run `cfg` and stop it as a kill would (KeyboardInterrupt) when step `step` starts: the steps
+    before it are logged, its checkpoints are whatever save_every left."""
+    import pytest
+
+    from crosspath.train.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def killed(self):
+        if self.step == step - 1:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg).fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+
+
+def assert_same_lora(model_a, model_b) -> dict:
+    """The two models' LoRA weights agree (to 1e-6); returns the first one's."""
+    import torch
+
+    a, b = lora_state(model_a), lora_state(model_b)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    return a
