@@ -104,10 +104,10 @@ def main() -> None:
     from crosspath.backends.hf import HFGenerator
 
     opts = f" ({', '.join(f'{k}={v}' for k, v in TASK_OPTIONS.items())})" if a.task.startswith("rg:") else ""
+    eos = "on" if a.keep_eos else "off"
     print(header(f"{a.model}, task {a.task}{opts}, {a.questions} questions in one batch, N={a.paths}, k={a.top_k}, "
                  f"R={a.rounds}, T={a.round_tokens}, S={a.summary_tokens}, A={a.answer_tokens}, temperature "
-                 f"{TEMPERATURE}, top_p {TOP_P}, seed {SEED}, EOS {'on' if a.keep_eos else 'off'}, repeats {a.repeats}"),
-          flush=True)
+                 f"{TEMPERATURE}, top_p {TOP_P}, seed {SEED}, EOS {eos}, repeats {a.repeats}"), flush=True)
     problems = load_problems(a)
     gen = HFGenerator.from_name(a.model)
     if not a.keep_eos:

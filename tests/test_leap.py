@@ -7,9 +7,10 @@ import pytest
 
 from crosspath.backends.base import Completion, SamplingParams, cut_at_stop
 from crosspath.infer import leap, prompts
-from crosspath.infer.paths import PathStore
 from crosspath.infer.routing import levenshtein_matrix, route_all
 from crosspath.tasks.problem import Problem
+
+from leap_helpers import tagged_store
 
 # ---- routers ----------------------------------------------------------------------------------
 SUMMARIES = [
@@ -137,18 +138,8 @@ def _render_factory():
 
 def _run(gen, opts, n_paths=3, problems=None):
     problems = problems or [Problem(id="q0", question="What is 1 + 1?", answer="2")]
-    store = PathStore(gen)
+    store = tagged_store(gen, n_paths)  # each path's prompt ends with its index
     render, _ = _render_factory()
-    # tag each path's prompt with its index: wrap store.add
-    orig_add = store.add
-    counts = {"i": 0}
-
-    def add(prompt):
-        i = counts["i"] % n_paths
-        counts["i"] += 1
-        return orig_add(prompt + f"PATH={i}")
-
-    store.add = add
     return leap.solve(problems, store, Cfg(paths=n_paths), render, seed=1, opts=opts), store
 
 

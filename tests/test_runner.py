@@ -56,7 +56,8 @@ def test_pass_at_1_and_cons_at_n_are_the_hand_computed_values(tmp_path, tiny):
     assert [r["pass_at_1"] for r in rows] == [0.5, 1.0, 0.25]
     assert [r["cons_answer"] for r in rows] == ["11", "16", "15"] and [r["cons_correct"] for r in rows] == [1, 1, 0]
     # the first path of the last question is right and the majority wrong: cons@N is the majority's
-    assert [[p["answer"] for p in r["paths"]] for r in rows][::2] == [["11", "12", "11", "13"], ["14", "15", "15", "15"]]
+    answers = [[p["answer"] for p in r["paths"]] for r in rows]
+    assert answers[0] == ["11", "12", "11", "13"] and answers[2] == ["14", "15", "15", "15"]
     assert s["pass_at_1"] == pytest.approx((0.5 + 1.0 + 0.25) / 3) and s["cons_at_n"] == pytest.approx(2 / 3)
     assert s["tokens"] == 3 * 4 * 3
 
