@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 from crosspath.infer.analysis import influence_table
 from crosspath.infer.runner import RunConfig, read_results, run
 from crosspath.envinfo import machine
+from shared import add_leap_options, finished_by_all, header, set_threads
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -102,8 +102,7 @@ def stats(rows: list[dict]) -> dict:
 def tables(a) -> str:
     """The summary table on the questions every configuration has finished (and each one's own count)."""
     runs = {name: read_results(Path(a.root) / name / "results.jsonl") for name in CONFIGS}
-    done = [set(r["id"] for r in rows) for rows in runs.values() if rows]
-    common = set.intersection(*done) if done else set()
+    common = finished_by_all(runs)
     head = ("| configuration | questions | pass@1 (± s.e.) | cons@4 (± s.e.) | tokens/path | answered | "
             "path ends | wall s | tokens/s |")
     out = [f"On the {len(common)} questions every configuration has finished"
@@ -137,15 +136,10 @@ def settings(a) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=MODEL)
+    add_leap_options(ap, model=MODEL, paths=PATHS, top_k=TOP_K, rounds=ROUNDS, round_tokens=ROUND_TOKENS,
+                     summary_tokens=SUMMARY_TOKENS, answer_tokens=ANSWER_TOKENS)
     ap.add_argument("--questions", type=int, default=QUESTIONS)
     ap.add_argument("--task-seed", type=int, default=TASK_SEED)
-    ap.add_argument("--paths", type=int, default=PATHS)
-    ap.add_argument("--top-k", type=int, default=TOP_K)
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--round-tokens", type=int, default=ROUND_TOKENS)
-    ap.add_argument("--summary-tokens", type=int, default=SUMMARY_TOKENS)
-    ap.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS)
     ap.add_argument("--batch-questions", type=int, default=BATCH_QUESTIONS)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is faster on an oversubscribed machine)")
     ap.add_argument("--root", default=ROOT, help="folder of the run directories")
@@ -157,14 +151,8 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace existing run directories")
     ap.add_argument("--table", action="store_true", help="only print the tables from existing run directories")
     a = ap.parse_args()
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"machine: {machine()}")
-    print(f"settings: {settings(a)}\n", flush=True)
+    set_threads(a.threads)
+    print(header(settings(a)) + "\n", flush=True)
     if not a.table:
         from crosspath.backends.hf import HFGenerator
         from crosspath.tasks import load_task

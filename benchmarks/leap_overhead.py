@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 
 from crosspath.backends.base import SamplingParams
 from crosspath.infer.runner import RunConfig, run
-from crosspath.envinfo import machine
+from shared import add_leap_options, header, set_threads
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -90,34 +89,25 @@ def vllm_generator(a):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=MODEL)
+    add_leap_options(ap, model=MODEL, paths=PATHS, top_k=TOP_K, rounds=ROUNDS, round_tokens=ROUND_TOKENS,
+                     summary_tokens=SUMMARY_TOKENS, answer_tokens=ANSWER_TOKENS)
     ap.add_argument("--task", default=TASK, help="task spec (rg: tasks get %s)" % TASK_OPTIONS)
     ap.add_argument("--questions", type=int, default=QUESTIONS)
-    ap.add_argument("--paths", type=int, default=PATHS)
-    ap.add_argument("--top-k", type=int, default=TOP_K)
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--round-tokens", type=int, default=ROUND_TOKENS)
-    ap.add_argument("--summary-tokens", type=int, default=SUMMARY_TOKENS)
-    ap.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS)
     ap.add_argument("--repeats", type=int, default=REPEATS)
     ap.add_argument("--keep-eos", action="store_true", help="let paths end at EOS (default: EOS off, fixed lengths)")
     ap.add_argument("--no-vllm", action="store_true", help="skip the vllm variant")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is faster on an oversubscribed machine)")
     ap.add_argument("--root", default=ROOT)
     a = ap.parse_args()
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
 
     from crosspath.backends.hf import HFGenerator
 
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"machine: {machine()}")
     opts = f" ({', '.join(f'{k}={v}' for k, v in TASK_OPTIONS.items())})" if a.task.startswith("rg:") else ""
-    print(f"settings: {a.model}, task {a.task}{opts}, {a.questions} questions in one batch, N={a.paths}, k={a.top_k}, "
-          f"R={a.rounds}, T={a.round_tokens}, S={a.summary_tokens}, A={a.answer_tokens}, temperature {TEMPERATURE}, "
-          f"top_p {TOP_P}, seed {SEED}, EOS {'on' if a.keep_eos else 'off'}, repeats {a.repeats}", flush=True)
+    eos = "on" if a.keep_eos else "off"
+    print(header(f"{a.model}, task {a.task}{opts}, {a.questions} questions in one batch, N={a.paths}, k={a.top_k}, "
+                 f"R={a.rounds}, T={a.round_tokens}, S={a.summary_tokens}, A={a.answer_tokens}, temperature "
+                 f"{TEMPERATURE}, top_p {TOP_P}, seed {SEED}, EOS {eos}, repeats {a.repeats}"), flush=True)
     problems = load_problems(a)
     gen = HFGenerator.from_name(a.model)
     if not a.keep_eos:

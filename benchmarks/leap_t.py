@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,9 +41,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from crosspath.envinfo import machine  # noqa: E402
 from crosspath.infer.analysis import influence, influence_table  # noqa: E402
 from crosspath.infer.runner import RunConfig, read_results, run  # noqa: E402
+from shared import add_leap_options, finished_by_all, header, set_threads  # noqa: E402
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -189,8 +188,7 @@ def table(a, seed: int) -> str:
     for name in ROWS:
         cfg = row_config(a, seed, name)
         runs[name] = read_results(Path(cfg.out) / "results.jsonl") if cfg else None
-    done = [{r["id"] for r in rows} for rows in runs.values() if rows]
-    common = set.intersection(*done) if done else set()
+    common = finished_by_all(runs)
     out = [f"### seed {seed}", ""]
     for name, f in (("traces", root / "traces" / "yield.json"), ("leap-t", root / "leap-t" / "data.json"),
                     ("sft", root / "sft" / "data.json")):
@@ -262,15 +260,10 @@ def settings(a) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, nargs="+", default=[0], help="pipeline seeds (training task seed, sampling, LoRA)")
-    ap.add_argument("--model", default=MODEL)
+    add_leap_options(ap, model=MODEL, paths=PATHS, top_k=TOP_K, rounds=ROUNDS, round_tokens=ROUND_TOKENS,
+                     summary_tokens=SUMMARY_TOKENS, answer_tokens=ANSWER_TOKENS)
     ap.add_argument("--train-questions", type=int, default=TRAIN_QUESTIONS)
     ap.add_argument("--eval-questions", type=int, default=EVAL_QUESTIONS)
-    ap.add_argument("--paths", type=int, default=PATHS)
-    ap.add_argument("--top-k", type=int, default=TOP_K)
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--round-tokens", type=int, default=ROUND_TOKENS)
-    ap.add_argument("--summary-tokens", type=int, default=SUMMARY_TOKENS)
-    ap.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--lr", type=float, default=LR)
@@ -293,11 +286,8 @@ def main(argv=None) -> None:
         ROWS[f"base/{name}"] = ("base", dict(method="leap", **json.loads(js)))
     if EVAL_TASK_SEED in a.seed:
         ap.error(f"--seed {EVAL_TASK_SEED} is the held-out task seed")
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    print(f"command: python {shlex.join(sys.argv)}\nmachine: {machine()}\nsettings: {settings(a)}\n", flush=True)
+    set_threads(a.threads)
+    print(header(settings(a)) + "\n", flush=True)
     base_gen = None
     for seed in a.seed:
         if a.table:

@@ -38,6 +38,7 @@ from crosspath.infer.aggregate import AGGREGATORS
 from crosspath.infer.runner import RunConfig, make_generator, read_results, run
 from crosspath.envinfo import machine
 from crosspath.tasks.metrics import mean_stderr
+from shared import finished_by_all
 
 TASK_OPTIONS = dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1)  # rg:chain_sum, 1-digit sums
 
@@ -72,8 +73,7 @@ def make_config(name: str, a) -> RunConfig:
 def table(a) -> tuple[str, list[dict]]:
     """The table on the questions every configuration has finished, and its points for the plot."""
     runs = {name: read_results(Path(a.root) / name / "results.jsonl") for name in configs(a)}
-    done = [{r["id"] for r in rows} for rows in runs.values() if rows]
-    common = set.intersection(*done) if done else set()
+    common = finished_by_all(runs)
     lines = [f"On the {len(common)} questions every configuration finished "
              f"(per-question budget {a.paths} x {a.max_tokens + a.answer_tokens} tokens):", "",
              "| method | aggregator | pass@1 (± s.e.) | aggregated (± s.e.) | tokens/question | wall s | tokens/s |",

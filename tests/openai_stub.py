@@ -7,6 +7,7 @@
 Completions are deterministic echoes, tokenized by whitespace (a token = leading spaces + a word):
   - a prompt containing "ECHO:" continues with exactly the text after it;
   - any other prompt continues with " {last word}.{seed}.{choice}" followed by " x" tokens.
+With `logprobs: k` every token gets the log-prob -0.5 and the top-min(k, 4) of TOP_LOGPROBS.
 They honour `max_tokens` (finish "length") and `stop` like vLLM: the text is cut before the earliest
 stop string, which is stripped, `finish_reason` is "stop" and `stop_reason` names it. Running out
 of echo text is EOS: finish "stop", stop_reason None. `usage.completion_tokens` counts generated
@@ -34,6 +35,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FILLER_TOKENS = 100  # length of a non-ECHO continuation, in tokens
+TOP_LOGPROBS = (-0.5, -1.5, -2.5, -3.5)  # a position's top-k log-probs (k <= 4): DeepConf's C = -mean
 
 
 def continuation(prompt: str, seed: int | None, choice: int) -> str:
@@ -159,8 +161,10 @@ class StubServer:
                 del c["stop_reason"]
             c["index"] = j
             c["logprobs"] = None
-            if body.get("logprobs") is not None:
-                c["logprobs"] = {"tokens": ["t"] * n_tok, "token_logprobs": [-0.5] * n_tok}
+            if body.get("logprobs") is not None:  # as vLLM: the sampled token's, and the top-k per position
+                k = min(max(int(body["logprobs"]), 1), len(TOP_LOGPROBS))
+                c["logprobs"] = {"tokens": ["t"] * n_tok, "token_logprobs": [-0.5] * n_tok,
+                                 "top_logprobs": [dict(zip("tuvw", TOP_LOGPROBS[:k])) for _ in range(n_tok)]}
             if body.get("return_token_ids"):
                 c["token_ids"] = list(range(100, 100 + n_tok))
             choices.append(c)

@@ -11,6 +11,8 @@ from crosspath.infer.aggregate import confidence_stats, window_means
 from crosspath.infer.paths import PathStore
 from crosspath.tasks.problem import Problem
 
+from leap_helpers import tagged_store
+
 Q = Problem("q", "What is 1 + 1?", "2")
 render = lambda user, prefill="": f"<user>{user}</user>{prefill}"  # noqa: E731
 
@@ -41,17 +43,6 @@ class Scripted:
         return outs
 
 
-def _store(gen, k=2):
-    store, add, count = PathStore(gen, top_logprobs=k), PathStore.add, [0]
-
-    def tagged(prompt):
-        count[0] += 1
-        return add(store, prompt + f"PATH={count[0] - 1}")
-
-    store.add = tagged
-    return store
-
-
 CFG = SimpleNamespace(paths=4, warmup_paths=2, conf_window=2, conf_check_tokens=3, conf_eta=90, max_tokens=9,
                       answer_tokens=0, deepconf_mode="online", stop=[], temperature=0.6, top_p=0.95,
                       sample_top_k=0, min_p=0.0)
@@ -61,7 +52,7 @@ def test_token_and_group_confidence_are_the_papers():
     assert window_means([3.0, 3.0, 3.0, 3.0, 1.0, 1.0], 2) == [3.0, 3.0, 3.0, 2.0, 1.0]
     s = confidence_stats([3.0, 3.0, 3.0, 3.0, 1.0, 1.0], 2)
     assert s == {"mean": 2.3333, "lowest_group": 1.0, "bottom10": 1.0, "tail": 1.0, "window": 2}
-    store = _store(Scripted())
+    store = tagged_store(Scripted(), top_logprobs=2)
     i = store.add("p")
     store.advance([i], SamplingParams(max_tokens=3))
     assert store.confidences(i) == [2.0, 2.0, 2.0]  # -(1/2)(-(1.5) - 2.5)
@@ -69,7 +60,7 @@ def test_token_and_group_confidence_are_the_papers():
 
 def test_online_threshold_and_exact_stop_points():
     gen = Scripted()
-    (paths,) = deepconf.solve([Q], _store(gen), CFG, render, seed=0)
+    (paths,) = deepconf.solve([Q], tagged_store(gen, top_logprobs=2), CFG, render, seed=0)
     warm0, warm1, low, steady = paths
     assert warm0.extra == {"warmup": True, "conf_threshold": 2.2, "vote": False}  # 2.0 < 2.2: no vote
     assert warm1.extra["vote"] is True and warm1.tokens == 4
@@ -139,17 +130,6 @@ class LeapScript:
         return [leap_reply(n, params, p) for n, p in zip(paths, prompts_)]
 
 
-def _leap_store(gen, paths=3):
-    store, add, count = PathStore(gen, top_logprobs=1), PathStore.add, [0]
-
-    def tagged(prompt):
-        count[0] += 1
-        return add(store, prompt + f"PATH={(count[0] - 1) % paths}")
-
-    store.add = tagged
-    return store
-
-
 def test_leap_conf_stop_and_confident_router():
     from crosspath.infer import leap
 
@@ -157,7 +137,7 @@ def test_leap_conf_stop_and_confident_router():
     opts = leap.LeapOptions(rounds=3, round_tokens=4, summary_tokens=2, answer_tokens=1, peers_k=1,
                             router="confident", conf_stop=True, conf_window=2, conf_eta=90)
     gen = LeapScript()
-    p0, p1, p2 = leap.solve([Q], _leap_store(gen), cfg, render, seed=0, opts=opts)[0]
+    p0, p1, p2 = leap.solve([Q], tagged_store(gen, 3, top_logprobs=1), cfg, render, seed=0, opts=opts)[0]
     # round 0: confidences 1, 2, 3 -> threshold = 10th percentile = 1.2: path 0 stops, and leaves the pool
     assert p0.finish == "confidence" and p0.extra == {"vote": False, "conf_threshold": 1.2, "early_stop": 4}
     assert p0.tokens == 4 and len(p0.rounds) == 1 and "summary" not in p0.rounds[0]

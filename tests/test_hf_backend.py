@@ -33,7 +33,7 @@ def test_session_continuation_matches_full_forward(tiny, tiny_gen):
     g.extend(h, "\n\nLet me check the peers.")
     cached_before = g.cached_tokens(h)
     assert cached_before > 0
-    nxt = g.advance([h], SamplingParams(max_tokens=5, temperature=0))[0]
+    nxt = g.advance([h], SamplingParams(max_tokens=5, temperature=0, logprobs=True))[0]
     # The same token sequence, re-encoded from scratch with one forward per token, gives the same greedy tokens.
     ids = list(g._paths[h].ids)
     n_new = len(nxt.token_ids)
@@ -41,7 +41,12 @@ def test_session_continuation_matches_full_forward(tiny, tiny_gen):
     with torch.no_grad():
         out = model.generate(seq, attention_mask=torch.ones_like(seq), max_new_tokens=n_new, do_sample=False,
                              pad_token_id=tok.pad_token_id)
+        full = model(torch.tensor([ids])).logits[0].log_softmax(-1)  # [len(ids), V]
     assert out[0, seq.shape[1]:].tolist() == nxt.token_ids
+    # and the same numbers: the tiny model's greedy tokens barely depend on positions, its log-probs do
+    # (cached keys and the new tokens at the wrong positions move them by ~1e-3)
+    want = [full[seq.shape[1] - 1 + j, t].item() for j, t in enumerate(nxt.token_ids)]
+    torch.testing.assert_close(torch.tensor(nxt.logprobs), torch.tensor(want), atol=1e-4, rtol=0)
     assert g.text(h).endswith("Let me check the peers." + nxt.text)
     g.close(h)
 
@@ -57,7 +62,7 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
     sp = SamplingParams(max_tokens=6, temperature=0, logprobs=True)
     together = g.advance(hs, sp)
     # each path brought to the same state (same text, same cache) by the same calls, but alone
-    alone = []
+    alone, solo = [], []
     for n, pr in enumerate(prompts):
         h = g.open(pr)
         if n == 0:
@@ -66,13 +71,20 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
             g.advance([h], SamplingParams(max_tokens=3, temperature=0))
             g.extend(h, " More text here.")
         alone.append(g.advance([h], sp)[0])
-        g.close(h)
+        solo.append(h)
     # every row, cached (0), fresh (1) and cached-with-pending-text (2), continues exactly as alone
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     assert [c.text for c in together] == [c.text for c in alone]
     assert [c.finish_reason for c in together] == [c.finish_reason for c in alone]
     for t, a in zip(together, alone):  # the same numbers, not only the same argmax
         torch.testing.assert_close(torch.tensor(t.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+    # and the caches the batch left behind are the ones each path left alone: the next call agrees too
+    for h, h_alone in zip(hs, solo):
+        a, b = g.advance([h], sp)[0], g.advance([h_alone], sp)[0]
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        g.close(h)
+        g.close(h_alone)
 
 
 def test_stop_string_cut_exactly(tiny_gen, tiny):

@@ -7,9 +7,10 @@ import pytest
 
 from crosspath.backends.base import Completion, SamplingParams, cut_at_stop
 from crosspath.infer import leap, prompts
-from crosspath.infer.paths import PathStore
 from crosspath.infer.routing import levenshtein_matrix, route_all
 from crosspath.tasks.problem import Problem
+
+from leap_helpers import tagged_store
 
 # ---- routers ----------------------------------------------------------------------------------
 SUMMARIES = [
@@ -137,18 +138,8 @@ def _render_factory():
 
 def _run(gen, opts, n_paths=3, problems=None):
     problems = problems or [Problem(id="q0", question="What is 1 + 1?", answer="2")]
-    store = PathStore(gen)
+    store = tagged_store(gen, n_paths)  # each path's prompt ends with its index
     render, _ = _render_factory()
-    # tag each path's prompt with its index: wrap store.add
-    orig_add = store.add
-    counts = {"i": 0}
-
-    def add(prompt):
-        i = counts["i"] % n_paths
-        counts["i"] += 1
-        return orig_add(prompt + f"PATH={i}")
-
-    store.add = add
     return leap.solve(problems, store, Cfg(paths=n_paths), render, seed=1, opts=opts), store
 
 
@@ -232,32 +223,40 @@ def test_several_questions_share_calls():
             assert f"What is {q} + 1?" in t.prompt
 
 
-def test_leap_t_mode_summarizes_when_the_model_asks():
-    class LeapT(Scripted):
-        def generate(self, prompts_, params):
-            self.calls.append((list(prompts_), params))
-            out = []
-            for p in prompts_:
-                pid = p.split("PATH=")[-1][:1]
-                if "</summarize>" in params.stop:
-                    out.append(Completion(text=f"mine {pid}</summarize>", token_ids=[1] * 3, finish_reason="stop",
-                                          stop="</summarize>"))
-                elif p.endswith("\\boxed{"):
-                    out.append(Completion(text="1}", token_ids=[1], finish_reason="length"))
-                elif pid in "01" and "<summarize>" not in p:
-                    out.append(Completion(text="work <summarize>", token_ids=[1] * 4, finish_reason="stop",
-                                          stop="<summarize>"))
-                else:
-                    out.append(Completion(text="more work", token_ids=[1] * 8, finish_reason="length"))
-            return out
+class AsksToSummarize(Scripted):
+    """LeaP-T on a script: in round r (the ROUND words its text holds) path i writes <summarize> when
+    (i, r) is in `asks`, and reasons to its budget otherwise; its summary is "mine i.r"."""
 
-    gen = LeapT()
+    def __init__(self, asks):
+        super().__init__()
+        self.asks = asks
+
+    def generate(self, prompts_, params):
+        self.calls.append((list(prompts_), params))
+        out = []
+        for p in prompts_:
+            pid, r = p.split("PATH=")[-1][:1], p.count("ROUND")
+            if "</summarize>" in params.stop:
+                out.append(Completion(text=f"mine {pid}.{r - 1}</summarize>", token_ids=[1] * 3,
+                                      finish_reason="stop", stop="</summarize>"))
+            elif p.endswith("\\boxed{"):
+                out.append(Completion(text="1}", token_ids=[1], finish_reason="length"))
+            elif (int(pid), r) in self.asks:
+                out.append(Completion(text="ROUND work <summarize>", token_ids=[1] * 4, finish_reason="stop",
+                                      stop="<summarize>"))
+            else:
+                out.append(Completion(text="ROUND more work", token_ids=[1] * 8, finish_reason="length"))
+        return out
+
+
+def test_leap_t_mode_summarizes_when_the_model_asks():
+    gen = AsksToSummarize({(0, 0), (1, 0)})
     opts = leap.LeapOptions(rounds=2, round_tokens=8, peers_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
     traces, _ = _run(gen, opts)
     assert "<summarize>" in gen.calls[0][1].stop
     p0, p1, p2 = traces[0]
     assert [x["peer"] for x in p0.rounds[0]["peers"]] == [1] and "peers" not in p2.rounds[0]
-    assert 'Peer 1: "mine 1"' in p0.text
+    assert 'Peer 1: "mine 1.0"' in p0.text
 
 
 # ---- summary details from the reference: </think> in a summary, half-written tags, lone LeaP-T summarizers
@@ -307,27 +306,7 @@ def test_half_written_closing_tag_is_completed_not_doubled():
 
 
 def test_leap_t_lone_summarizer_hears_its_peers_latest_summaries():
-    class LoneLeapT(Scripted):
-        """Round 0: paths 1 and 2 ask to summarize; round 1: path 0 alone does."""
-
-        def generate(self, prompts_, params):
-            self.calls.append((list(prompts_), params))
-            out = []
-            for p in prompts_:
-                pid, r = p.split("PATH=")[-1][:1], p.count("ROUND")
-                if "</summarize>" in params.stop:
-                    out.append(Completion(text=f"mine {pid}.{r - 1}</summarize>", token_ids=[1] * 3,
-                                          finish_reason="stop", stop="</summarize>"))
-                elif p.endswith("\\boxed{"):
-                    out.append(Completion(text="1}", token_ids=[1], finish_reason="length"))
-                elif (pid in "12" and r == 0) or (pid == "0" and r == 1):
-                    out.append(Completion(text="ROUND work <summarize>", token_ids=[1] * 4, finish_reason="stop",
-                                          stop="<summarize>"))
-                else:
-                    out.append(Completion(text="ROUND more work", token_ids=[1] * 8, finish_reason="length"))
-            return out
-
-    gen = LoneLeapT()
+    gen = AsksToSummarize({(1, 0), (2, 0), (0, 1)})  # round 0: paths 1 and 2 ask to summarize; round 1: path 0 alone
     opts = leap.LeapOptions(rounds=3, round_tokens=8, peers_k=2, summary_tokens=5, answer_tokens=4, leap_t=True)
     traces, _ = _run(gen, opts)
     p0, p1, p2 = traces[0]

@@ -10,6 +10,8 @@ from crosspath.infer import leap, prompts
 from crosspath.infer.paths import PathStore
 from crosspath.tasks.problem import Problem
 
+from leap_helpers import tagged_store
+
 CFG = SimpleNamespace(paths=2, temperature=0.6, top_p=0.95, sample_top_k=0, min_p=0.0)
 QUESTION = Problem("q", "What is 1 + 1?", "2")
 render = lambda user, prefill="": f"<user>{user}</user>{prefill}"  # noqa: E731
@@ -28,18 +30,6 @@ class Script:
         return [self.reply(n, params, p) for n, p in zip(paths, prompts_)]
 
 
-def _store(gen):
-    """A PathStore whose n-th path of each question carries "PATH=n" after its prompt."""
-    store, add, count = PathStore(gen), PathStore.add, [0]
-
-    def tagged(prompt):
-        count[0] += 1
-        return add(store, prompt + f"PATH={(count[0] - 1) % CFG.paths}")
-
-    store.add = tagged
-    return store
-
-
 def test_a_path_that_finishes_early_is_not_advanced_again_in_its_round():
     """Budget groups are fixed before any path writes: path 1 (9 tokens left) stops on EOS after 3
     tokens, which leaves it the 6 tokens of path 0's group; it must not write a second time."""
@@ -55,7 +45,7 @@ def test_a_path_that_finishes_early_is_not_advanced_again_in_its_round():
 
     gen = Script(reply)
     opts = leap.LeapOptions(rounds=3, round_tokens=9, summary_tokens=5, answer_tokens=2, peers_k=1, token_budget=20)
-    p0, p1 = leap.solve([QUESTION], _store(gen), CFG, render, seed=0, opts=opts)[0]
+    p0, p1 = leap.solve([QUESTION], tagged_store(gen, CFG.paths), CFG, render, seed=0, opts=opts)[0]
     assert [c[:1] + c[2:] for c in gen.calls[2:4]] == [(9, [1]), (6, [0])]  # round 1: one call per budget
     assert [rd["round"] for rd in p1.rounds] == [0, 1] and p1.finish == "eos" and p1.tokens == 9 + 2 + 3
 
@@ -74,7 +64,7 @@ def reply(n, params, prompt):
 def run_phases(opts):
     """Run the phases by hand as `solve` does; the paths' texts after every phase, and the calls."""
     gen = Script(reply)
-    store = _store(gen)
+    store = tagged_store(gen, CFG.paths)
     state = leap.start([QUESTION], store, CFG, render, 0, opts)
     texts = {}
 
@@ -92,7 +82,8 @@ def run_phases(opts):
     snap("force")
     traces = leap.final_traces(state, store, opts)[0]
     assert [t.text for t in traces] == texts["force"]
-    solved = leap.solve([QUESTION], _store(Script(reply)), CFG, render, 0, opts)[0]  # solve is these phases
+    # solve is these phases
+    solved = leap.solve([QUESTION], tagged_store(Script(reply), CFG.paths), CFG, render, 0, opts)[0]
     assert [(t.text, t.tokens, t.rounds) for t in solved] == [(t.text, t.tokens, t.rounds) for t in traces]
     return texts, traces, state, gen
 
@@ -184,7 +175,7 @@ def test_state_maps_questions_and_paths_to_store_ids_whatever_the_store_held():
     from crosspath.serve.service import Service
 
     gen = Script(reply)
-    store = _store(gen)
+    store = tagged_store(gen, CFG.paths)
     for _ in range(3):
         PathStore.add(store, "someone else's path ")  # ids 0..2 belong to another user of the store
     events, seen = [], []

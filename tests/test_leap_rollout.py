@@ -2,9 +2,7 @@
 log-probs the loss recomputes, resume, and the CLI. tiny-random model, tiny sizes."""
 
 import json
-from dataclasses import replace
 
-import pytest
 import torch
 
 from crosspath.backends.base import Completion
@@ -16,7 +14,7 @@ from crosspath.train.leap_rollout import ExactHF, TokenPathStore, loss_mask, sam
 from crosspath.train.rollout import sequence_logprobs, trim
 from crosspath.train.trainer import TrainConfig, Trainer
 
-from test_trainer import TIMING, lora_state, metrics, text_reward
+from train_helpers import assert_same_lora, metrics, text_reward, untimed
 
 # what each scripted path writes, as pieces whose token boundaries are those of the pieces
 REASON0 = ["Path {n}: 3 + 4 = 7.", "\n\n", "half a thought"]  # the last paragraph is dropped at the summary
@@ -124,13 +122,10 @@ def test_leap_training_logs_and_resume_equals_uninterrupted(tmp_path, monkeypatc
     resumed = Trainer(leap_config(tmp_path, "split", steps=2, resume=True))
     assert resumed.step == 1
     resumed.fit()
-    a, b = lora_state(straight.model), lora_state(resumed.model)
+    a = assert_same_lora(straight.model, resumed.model)
     assert any(float(v.abs().sum()) > 0 for k, v in a.items() if "lora_B" in k)  # it did learn something
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
     rows = metrics(tmp_path / "straight")
-    assert strip(rows) == strip(metrics(tmp_path / "split"))
+    assert untimed(rows) == untimed(metrics(tmp_path / "split"))
     for key in ("leap_read_peers", "leap_changed", "leap_wrong_to_right", "leap_right_to_wrong",
                 "leap_summary_tokens", "leap_path_tokens", "reward_mean"):
         assert key in rows[-1]

@@ -106,3 +106,30 @@ def test_cli_runs_pacore_and_deepconf(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| pacore (2-1) | demo | 1 | 1 |" in out and "| deepconf (online, eta 10) |" in out
     assert main(base + ["--paths-per-round", "2", "--out", str(tmp_path / "x")]) != 0  # not an independent option
+
+
+def test_methods_run_through_an_openai_compatible_server(tmp_path):
+    """deepconf, pacore and moa on the openai backend (a scripted server): the top-k log-probs travel
+    from the server into the confidence (k = 2: C = -(-0.5 - 1.5) / 2 = 1.0 at every token), the
+    rounds' prompts reach the server and every round's tokens are counted."""
+    from openai_stub import StubServer
+
+    with StubServer() as srv:
+        common = dict(backend="openai", base_url=[srv.url], served_model=srv.model, model="tiny-random",
+                      limit=2, paths=2, max_tokens=8, answer_tokens=3)
+        s = run(_cfg(tmp_path, method="deepconf", deepconf_mode="offline", conf_top_k=2, conf_window=2, **common),
+                generator=None, progress=False)
+        rows, _ = _rows(tmp_path)
+        assert srv.requests and all(b["logprobs"] == 2 for b in srv.requests)
+        for p in (p for r in rows for p in r["paths"]):
+            assert p["confidence"]["mean"] == pytest.approx(1.0) and p["confidence"]["lowest_group"] == pytest.approx(1.0)
+        assert s["aggregated"]["aggregator"] == "top90_conf"
+        for method, extra, sizes in (("pacore", {"paths_per_round": [2, 1]}, [2, 1]), ("moa", {"moa_layers": 2}, [2, 1])):
+            out = tmp_path / method
+            run(_cfg(tmp_path, method=method, **{**common, **extra, "out": str(out)}), progress=False)
+            rows = read_results(out / "results.jsonl")
+            for r in rows:
+                assert [sum(p["round"] == k for p in r["paths"]) for k in range(len(sizes))] == sizes
+                assert r["tokens"] == sum(p["tokens"] for p in r["paths"]) > 0
+        last = srv.requests[-1]["prompt"]  # the aggregator read both proposers' (scripted) answers
+        assert "Answer 1:" in last and "Answer 2:" in last and last.count(".0 x x") >= 2

@@ -183,7 +183,7 @@ def test_failed_server_is_retried_on_the_other():
 
 
 def test_concurrency_limit_respected():
-    with StubServer(delay=0.1) as s:
+    with StubServer(delay=0.3) as s:  # long enough that 3 requests overlap on a loaded machine
         gen = make(s, concurrency=3)
         gen.generate([f"p{i}" for i in range(12)], SamplingParams(max_tokens=1))
         assert s.max_in_flight == 3

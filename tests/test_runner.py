@@ -36,7 +36,7 @@ class Answers:
 
     SCRIPT = {"What is 8 + 3?": ["\\boxed{11}", "\\boxed{12}", "\\boxed{11}", "\\boxed{13}"],  # gold 11
               "What is 5 + 4 + 7?": ["\\boxed{16}"] * 4,  # gold 16
-              "What is 5 + 9?": ["\\boxed{15}", "\\boxed{15}", "\\boxed{14}", "\\boxed{15}"]}  # gold 14
+              "What is 5 + 9?": ["\\boxed{14}", "\\boxed{15}", "\\boxed{15}", "\\boxed{15}"]}  # gold 14
 
     def __init__(self, tok):
         self.tok, self.seen = tok, {}
@@ -55,7 +55,9 @@ def test_pass_at_1_and_cons_at_n_are_the_hand_computed_values(tmp_path, tiny):
     rows = read_results(tmp_path / "run" / "results.jsonl")
     assert [r["pass_at_1"] for r in rows] == [0.5, 1.0, 0.25]
     assert [r["cons_answer"] for r in rows] == ["11", "16", "15"] and [r["cons_correct"] for r in rows] == [1, 1, 0]
-    assert [[p["answer"] for p in r["paths"]] for r in rows][0] == ["11", "12", "11", "13"]
+    # the first path of the last question is right and the majority wrong: cons@N is the majority's
+    answers = [[p["answer"] for p in r["paths"]] for r in rows]
+    assert answers[0] == ["11", "12", "11", "13"] and answers[2] == ["14", "15", "15", "15"]
     assert s["pass_at_1"] == pytest.approx((0.5 + 1.0 + 0.25) / 3) and s["cons_at_n"] == pytest.approx(2 / 3)
     assert s["tokens"] == 3 * 4 * 3
 

@@ -17,6 +17,7 @@ from openai_stub import StubServer
 from crosspath.serve.app import ServerThread, create_app
 from crosspath.serve.config import ServeConfig
 from crosspath.serve.service import Service
+from crosspath.backends.base import Completion
 from crosspath.backends.hf import HFGenerator
 
 KEY = "test-key"
@@ -167,6 +168,32 @@ def test_openai_backend_votes_and_stop():
             cut = client.completions.create(model=NAME, prompt="ECHO: 2 + 3 = \\boxed{5}", stop=["="])
             assert cut.choices[0].text == " 2 + 3 " and cut.choices[0].finish_reason == "stop"
         assert {b["model"] for b in stub.requests} == {stub.model}
+
+
+class Votes:
+    """Stateless and scripted: path i of a request writes TEXTS[i] (the tiny model's tokenizer renders)."""
+
+    TEXTS = ["so \\boxed{3}", "half: \\boxed{0.5}", "again \\boxed{1/2}"]
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def generate(self, prompts, params):
+        return [Completion(text=self.TEXTS[i], token_ids=[1, 2], finish_reason="stop") for i in range(len(prompts))]
+
+
+def test_the_reply_is_the_first_path_of_the_top_vote(tiny):
+    """A real majority: 0.5 and 1/2 are one answer with 2 votes against 1; the reply is the text of
+    the first path that gave it."""
+    cfg = ServeConfig(**{**SMALL, "method": "independent"})
+    with ServerThread(Service(cfg, generator=Votes(tiny[1]), tokenizer=tiny[1])) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="-", max_retries=0, timeout=60)
+        r = client.chat.completions.create(model=NAME, messages=MSG)
+    cp = r.model_extra["crosspath"]
+    assert [p["answer"] for p in cp["paths"]] == ["3", "0.5", "1/2"]
+    assert cp["votes"] == [{"answer": "0.5", "votes": 2, "paths": [1, 2]}, {"answer": "3", "votes": 1, "paths": [0]}]
+    assert (cp["answer"], cp["consensus_path"]) == ("0.5", 1)
+    assert r.choices[0].message.content == Votes.TEXTS[1]
 
 
 class SlowGen:

@@ -14,7 +14,7 @@ def test_leap_end_to_end_on_smollm2_hf(tmp_path, capsys):
     out = tmp_path / "leap"
     code = main(["run", "--method", "leap", "--model", "smollm2-135m", "--task", "demo", "--limit", "2",
                  "--paths", "3", "--rounds", "2", "--round-tokens", "24", "--summary-tokens", "12",
-                 "--answer-tokens", "12", "--router", "dispersed", "--top-k", "1", "--out", str(out)])
+                 "--answer-tokens", "12", "--router", "dispersed", "--peers-k", "1", "--out", str(out)])
     assert code == 0
     assert "| leap | demo | 3 | 2 |" in capsys.readouterr().out
     rows = read_results(out / "results.jsonl")

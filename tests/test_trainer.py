@@ -12,45 +12,22 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
 from crosspath.train import update as update_mod
 from crosspath.train.checkpoint import latest_checkpoint, list_checkpoints
 from crosspath.train.guard import NonFiniteError
 from crosspath.train.trainer import TrainConfig, Trainer
 
-TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}
+from train_helpers import TIMING, assert_same_lora, config, kill_at_step, lora_state, metrics, text_reward, untimed
+
 FIELDS = {"step", "epoch", "data_position", "reward_mean", "reward_std", "accuracy", "format_rate",
           "completion_length", "truncated_rate", "thinking_share", "groups_trained", "filtered_frac",
           "loss", "kl", "grad_norm", "lr", "skipped"} | TIMING
 
 
-def text_reward(problem, text, marker="####", marker_rule=True):
-    """A stand-in reward the random model can earn: 1 for an even character count."""
-    r = float(len(text) % 2 == 0)
-    return r, bool(r), count_markers(text, marker)
-
-
 @pytest.fixture
 def fake_reward(monkeypatch):
     monkeypatch.setattr(trainer_mod, "reward", text_reward)
-
-
-def config(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(model="tiny-random", device="cpu", steps=2, questions_per_step=2, group_size=4,
-                max_new_tokens=8, train_size=40, eval_size=4, eval_every=0, save_every=1,
-                warmup_ratio=0.0, lr=1e-2, max_grad_norm=1.0, micro_batch_size=5, tensorboard=False,
-                progress=False, out=str(tmp_path / name))
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def lora_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
-
-
-def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_steps_change_lora_only_and_log_everything(tmp_path, fake_reward):
@@ -92,17 +69,7 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
     straight.fit()
 
     cfg = config(tmp_path, "killed", **common)
-    original = Trainer.train_step
-
-    def killed_at_step_4(self):
-        if self.step == 3:  # step 3 was logged, the last checkpoint is step 2
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg).fit()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_at_step(cfg, 4, monkeypatch)  # step 3 was logged, the last checkpoint is step 2
     (tmp_path / "killed" / "checkpoints" / ".tmp-step-4").mkdir()  # a save cut short
     assert latest_checkpoint(tmp_path / "killed").name == "step-2"
     assert [r["step"] for r in metrics(tmp_path / "killed")] == [0, 1, 2, 3]
@@ -110,11 +77,8 @@ def test_resume_equals_uninterrupted_and_extends(tmp_path, fake_reward, monkeypa
     resumed = Trainer(replace(cfg, resume=True))
     assert (resumed.step, resumed.position) == (2, 4)
     resumed.fit()
-    a, b = lora_state(straight.model), lora_state(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(metrics(tmp_path / "straight")) == strip(metrics(tmp_path / "killed"))
+    assert_same_lora(straight.model, resumed.model)
+    assert untimed(metrics(tmp_path / "straight")) == untimed(metrics(tmp_path / "killed"))
 
     longer = Trainer(replace(cfg, resume=True, steps=5))
     assert longer.step == 4
@@ -233,8 +197,7 @@ def test_m3po_lambda_zero_equals_grpo(tmp_path, fake_reward):
     m3po.fit()
     a, b = lora_state(grpo.model), lora_state(m3po.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(metrics(tmp_path / "grpo")) == strip(metrics(tmp_path / "m3po0"))
+    assert untimed(metrics(tmp_path / "grpo")) == untimed(metrics(tmp_path / "m3po0"))
 
     blended = Trainer(config(tmp_path, "m3po", algo="m3po", m3po_lambda=0.5, steps=1))
     r = blended.sample(blended.questions(0), step=1)

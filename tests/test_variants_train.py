@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crosspath.tasks import count_markers
 from crosspath.train import trainer as trainer_mod
 from crosspath.train import update as update_mod
 from crosspath.train.trainer import TrainConfig, Trainer
 
-TIMING = {"step_seconds", "rollout_seconds", "update_seconds"}
+import train_helpers
+from train_helpers import assert_same_lora, kill_at_step, metrics, text_reward, untimed
 
 VARIANTS = {
     "spo": ["--baseline", "spo", "--group-size", "1", "--spo-init-samples", "2"],
@@ -49,26 +49,8 @@ def test_variant_trains_two_steps_and_resumes(tmp_path, name):
     assert {"group", "path", "hinted"} <= set(sample)
 
 
-def text_reward(problem, text, marker="####", marker_rule=True):
-    r = float(len(text) % 2 == 0)
-    return r, bool(r), count_markers(text, marker)
-
-
 def config(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(model="tiny-random", device="cpu", steps=2, questions_per_step=2, group_size=4,
-                max_new_tokens=8, train_size=40, eval_size=0, eval_every=0, save_every=1,
-                warmup_ratio=0.0, lr=1e-2, max_grad_norm=1.0, micro_batch_size=5, tensorboard=False,
-                progress=False, out=str(tmp_path / name))
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def lora_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
-
-
-def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return train_helpers.config(tmp_path, name, **{"eval_size": 0, **kw})
 
 
 def test_spo_resume_equals_uninterrupted(tmp_path, monkeypatch):
@@ -86,25 +68,12 @@ def test_spo_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert any(r["adv_nonzero_frac"] > 0 for r in rows) and any(r["grad_norm"] > 0 for r in rows)
 
     cfg = config(tmp_path, "killed", **common)
-    original = Trainer.train_step
-
-    def killed_at_step_4(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg).fit()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_at_step(cfg, 4, monkeypatch)
     resumed = Trainer(replace(cfg, resume=True))
     assert resumed.step == 2 and len(resumed.variants.tracker.entries) == 3
     resumed.fit()
-    a, b = lora_state(straight.model), lora_state(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]  # noqa: E731
-    assert strip(metrics(tmp_path / "straight")) == strip(metrics(tmp_path / "killed"))
+    assert_same_lora(straight.model, resumed.model)
+    assert untimed(metrics(tmp_path / "straight")) == untimed(metrics(tmp_path / "killed"))
     assert resumed.variants.tracker.entries == entries
 
 

@@ -103,6 +103,34 @@ def test_leap_runs_on_the_shared_engine(engine, tmp_path):
     assert exchanged and all("peers" in rd for rd in exchanged)
 
 
+def test_methods_on_the_shared_engine(engine, hf, tmp_path):
+    """deepconf (offline, greedy), pacore and moa on the real engine: vLLM's top-k log-probs give the
+    same token confidence as hf's on the same greedy paths; the rounds methods run on the same engine."""
+    import crosspath.backends.vllm as vb
+    from crosspath.infer.runner import RunConfig, make_generator, read_results, run
+    from pathlib import Path
+
+    conf = dict(method="deepconf", deepconf_mode="offline", paths=2, temperature=0.0, max_tokens=48, conf_window=8,
+                **TASK)
+    runs = {}
+    for name, gen, opts in (("vllm", engine, ENGINE), ("hf", hf, dict(model=MODEL, dtype="float32"))):
+        run(RunConfig(**opts, out=str(tmp_path / name), **conf), generator=gen, progress=False)
+        runs[name] = read_results(tmp_path / name / "results.jsonl")
+    for a, b in zip(runs["vllm"], runs["hf"]):
+        for p, q in zip(a["paths"], b["paths"]):
+            assert p["answer"] == q["answer"] and p["tokens"] == q["tokens"]
+            assert p["confidence"]["mean"] == pytest.approx(q["confidence"]["mean"], abs=0.02)
+    for method, extra, sizes in (("pacore", {"paths_per_round": [2, 1]}, [2, 1]), ("moa", {"paths": 2}, [2, 1])):
+        cfg = RunConfig(**ENGINE, method=method, max_tokens=32, answer_tokens=12, out=str(tmp_path / method),
+                        **extra, **TASK)
+        gen = make_generator(cfg)
+        assert gen.llm is engine.llm and len(vb._ENGINES) == 1
+        run(cfg, generator=gen, progress=False)
+        for r in read_results(Path(cfg.out) / "results.jsonl"):
+            assert [sum(p["round"] == k for p in r["paths"]) for k in range(len(sizes))] == sizes
+            assert r["tokens"] == sum(p["tokens"] for p in r["paths"]) > 0
+
+
 def test_cli_run_ends_cleanly(vllm_ok, tmp_path):
     """`crosspath run --backend vllm --method leap ...` in its own process: exit 0, engine shut down."""
     out = tmp_path / "cli"
