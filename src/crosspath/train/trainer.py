@@ -4,7 +4,8 @@ One step (docs/training.md has the math and every logged metric):
 
     questions  B per step (each rank its B/W share), from a seeded per-epoch shuffle of the train set
     rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
-               M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
+               M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking;
+               --rollout-backend vllm|openai: sampled on an engine with this step's adapter (engine_rollout.py)
     rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
     hints      (optional) re-sample the all-wrong questions with a hint (variants.py, hints.py)
     filter     (optional) drop groups whose reward std is <= filter_std_eps, draw more questions to refill
@@ -39,6 +40,7 @@ from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
 from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
 from crosspath.train.data import PROMPT, evaluate, load_splits, reward  # noqa: F401 (re-exported)
+from crosspath.train.engine_rollout import RolloutEngine, mismatch_metrics
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.guard import check_finite, check_weights
@@ -54,8 +56,9 @@ from crosspath.train.rollout import Rollout, sample_rollouts
 from crosspath.train.update import backward_pass
 from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
-RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
-               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
+RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints", "log_samples",
+               "progress", "tensorboard", "device", "eval_batch_size", "threads", "rollout_backend", "rollout_base_url",
+               "rollout_gpu_memory_utilization", "rollout_max_model_len"}
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
 
 
@@ -118,6 +121,7 @@ class Trainer:
         if self._changed:
             self._history.append({"step": self.step, **{k: list(v) for k, v in self._changed.items()}})
         self.run.save_config(cfg, **({"history": self._history} if self._history else {}))
+        self.engine = RolloutEngine(self) if cfg.rollout_backend != "hf" else None
 
     def _prepare_out(self) -> None:
         """Check and lock the run directory (crosspath.rundir): a resume with other options (but lr /
@@ -176,9 +180,12 @@ class Trainer:
         seed = (cfg.seed * 1_000_003 + step * 10_007 + attempt * 101 + self.dist.rank) % 2**62
         try:
             if cfg.algo == "leap":  # the group is one LeaP run (leap_rollout.py); stats go to the step's row
-                rollout, _, stats = sample_leap(self.model, self.tok, problems, cfg, seed)
+                rollout, _, stats = sample_leap(self.model, self.tok, problems, cfg, seed,
+                                                store=self.engine and self.engine.leap_store(step))
                 self._leap_sums = {k: self._leap_sums.get(k, 0.0) + v for k, v in stats.items()}
                 return rollout
+            if self.engine is not None:
+                return self.engine.sample(prompts, step, seed)
             return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                    top_k=cfg.sample_top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
@@ -211,13 +218,13 @@ class Trainer:
         if n_live == 0 and cfg.beta <= 0 and cfg.entropy_coef <= 0:  # the gradient is exactly 0: skip the forwards
             chunks = []
         eps = HINT_EPSILON if cfg.epsilon is None and cfg.hints != "off" else cfg.epsilon
-        refs, olds = [None] * len(chunks), [None] * len(chunks)
+        refs, olds, diffs = [None] * len(chunks), [None] * len(chunks), None if self.engine is None else [0.0] * 3
         total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "entropy": 0.0,
                  "lr": self.optimizer.param_groups[0]["lr"]}
         model.train()
         for it in range(cfg.num_iterations):
             sums = backward_pass(model, cfg, rollout, chunks, advantages, refs=refs, olds=olds, first=it == 0,
-                                 n_tok=n_tok, n_seq=n_seq, eps=eps, hinted=hinted)
+                                 n_tok=n_tok, n_seq=n_seq, eps=eps, hinted=hinted, mismatch=diffs)
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -234,6 +241,7 @@ class Trainer:
             for k, v in zip(("loss", "kl", "clip_frac", "grad_norm", "entropy"),
                             (loss_g, kl_g / per_token, clip_g / per_token, grad_norm, ent_g / per_token)):
                 total[k] += v / cfg.num_iterations
+        total.update(mismatch_metrics(diffs) if diffs is not None else {})
         if cfg.beta <= 0:
             total["kl"] = None
         if eps is None and cfg.loss_type != "cispo":
@@ -377,6 +385,7 @@ class Trainer:
         if bar:
             bar.close()
         self.save_final()
+        self.engine and self.engine.close()
         self.run.close()
         self._claim.release()
         return rows
