@@ -15,7 +15,7 @@ from crosspath.config import ConfigError
 from crosspath.models import render_prompt
 from crosspath.train.engine_rollout import ADAPTERS, engine_rollout
 from crosspath.train.rollout import _eos_ids, sample_rollouts
-from crosspath.train.trainer import Trainer
+from crosspath.train.trainer import PROMPT, Trainer
 
 from test_trainer import config, fake_reward, lora_state, metrics  # noqa: F401  (fixture)
 
@@ -149,3 +149,60 @@ def test_m3po_on_an_engine_is_refused(tmp_path, capsys):
     assert "M3PO samples on hf only" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="needs --rollout-base-url"):
         Trainer(config(tmp_path, rollout_backend="openai"))
+
+
+def text(j: int) -> str:
+    """The scripted pool's completion j: lengths of both parities, so the stand-in reward varies."""
+    return " 7" * (j + 1) + "." * (j % 2)
+
+
+def pool_client(log: list, tok, load_status: int = 200):
+    """An httpx client over a scripted pool of vLLM servers: /v1/load_lora_adapter, /v1/unload_lora_adapter
+    and /v1/completions (choice j: the ids of text(j) + EOS, log-prob -1 each, with token_ids)."""
+    import json as js
+
+    import httpx
+
+    ids = lambda j: tok(text(j), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = js.loads(request.content)
+        log.append((request.url.host, request.url.path, body))
+        if request.url.path.endswith("_lora_adapter"):
+            return httpx.Response(load_status, text="" if load_status == 200 else "Not Found")
+        choices = [{"index": j, "text": text(j), "token_ids": ids(j), "finish_reason": "stop",
+                    "logprobs": {"token_logprobs": [-1.0] * len(ids(j))}} for j in range(body["n"])]
+        return httpx.Response(200, json={"choices": choices})
+
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+def test_trainer_on_a_server_pool_loads_each_steps_adapter(tmp_path, fake_reward):  # noqa: F811
+    urls = ["http://pool-a:8000/v1", "http://pool-b:8000/v1"]
+    cfg = config(tmp_path, rollout_backend="openai", rollout_base_url=urls, steps=2)
+    t = Trainer(cfg)
+    log = []
+    t.engine.gen._client = pool_client(log, t.tok)
+    rows = t.fit()
+    loads = [(h, b["lora_name"], b["lora_path"]) for h, p, b in log if p == "/v1/load_lora_adapter"]
+    unloads = [(h, b["lora_name"]) for h, p, b in log if p == "/v1/unload_lora_adapter"]
+    names = sorted({n for _, n, _ in loads})
+    assert len(names) == 2 and {h for h, _, _ in loads} == {"pool-a", "pool-b"} and len(loads) == 4
+    assert all(Path(p).is_absolute() and Path(p).name in ("step-1", "step-2") for _, _, p in loads)
+    assert sorted(unloads) == sorted((h, n) for h in ("pool-a", "pool-b") for n in names)  # both, at the end
+    asked = [b for _, p, b in log if p == "/v1/completions"]
+    assert {b["model"] for b in asked} == set(names) and all(b["return_token_ids"] for b in asked)
+    first = t.questions(0)  # the prompts of step 1, as token ids
+    ids = [t.tok(render_prompt(t.tok, PROMPT.format(question=p.question, marker="####")),
+                 add_special_tokens=False)["input_ids"] for p in first]
+    assert [b["prompt"] for b in asked[:2]] == ids and all(b["n"] == cfg.group_size for b in asked)
+    lengths = [len(t.tok(text(j), add_special_tokens=False)["input_ids"]) + 1 for j in range(cfg.group_size)]
+    assert rows[0]["completion_length"] == pytest.approx(sum(lengths) / len(lengths))
+    assert all(r["sampling_logp_diff_max"] > 0 for r in rows)  # the pool's -1.0 is not the trainer's log-prob
+
+
+def test_a_pool_that_cannot_load_adapters_is_a_clear_error(tmp_path, fake_reward):  # noqa: F811
+    t = Trainer(config(tmp_path, rollout_backend="openai", rollout_base_url=["http://pool-a:8000/v1"], steps=1))
+    t.engine.gen._client = pool_client([], t.tok, load_status=404)
+    with pytest.raises(BackendError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora"):
+        t.fit()

@@ -4,6 +4,7 @@
     load_checkpoint(folder, model, optimizer, scheduler)             -> trainer_state.json
     load_latest_finite(run_dir, model, ..., probe_ids)               the newest that passes the NaN guard
     list_checkpoints(run_dir) / latest_checkpoint(run_dir)           complete ones, oldest first / newest
+    save_final(out, model, tokenizer)                                <out>/final: the last adapter + tokenizer
 
 A checkpoint folder `checkpoints/step-N/` holds
 
@@ -141,3 +142,15 @@ def load_latest_finite(run_dir: str | Path, model, optimizer, scheduler, probe_i
     if found:
         raise NonFiniteError(f"no checkpoint in {run_dir} holds finite weights: start again with --overwrite")
     return None
+
+
+def save_final(out: Path, model, tokenizer, main: bool = True) -> None:
+    """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
+    if main:
+        tmp, final = Path(out) / ".tmp-final", Path(out) / "final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_weights(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    barrier()

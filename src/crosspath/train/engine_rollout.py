@@ -41,6 +41,7 @@ from crosspath.train.leap_rollout import PathTokens, TokenPathStore
 from crosspath.train.lora import save_weights
 from crosspath.train.rollout import Rollout, _eos_ids, _marker_done, left_pad
 
+ENGINE_OPTIONS = {"rollout_backend", "rollout_base_url", "rollout_gpu_memory_utilization", "rollout_max_model_len"}
 ADAPTERS = "rollout-adapter"  # <out>/rollout-adapter/step-N: the adapter the engine samples with
 _LORA_IDS = itertools.count(1)  # vLLM LoRA ids, unique in this process (a shared engine caches by id)
 
@@ -213,7 +214,8 @@ class RolloutEngine:
 
 
 def mismatch_metrics(sums: list[float]) -> dict[str, float]:
-    """sampling_logp_diff_mean / _max over all ranks from [sum |diff|, max |diff|, tokens] (update.py)."""
+    """sampling_logp_diff_mean / _max over all ranks from [sum |diff|, max |diff|, tokens] (update.py);
+    None when no token was scored (an update skipped: every advantage 0)."""
     total, count = all_reduce_sum([sums[0], sums[2]])
     top = all_reduce_sum([sums[1]], op="max")[0]
-    return {"sampling_logp_diff_mean": total / max(count, 1.0), "sampling_logp_diff_max": top}
+    return {"sampling_logp_diff_mean": total / count if count else None, "sampling_logp_diff_max": top if count else None}

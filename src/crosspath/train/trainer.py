@@ -3,9 +3,8 @@
 One step (docs/training.md has the math and every logged metric):
 
     questions  B per step (each rank its B/W share), from a seeded per-epoch shuffle of the train set
-    rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
-               M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking;
-               --rollout-backend vllm|openai: sampled on an engine with this step's adapter (engine_rollout.py)
+    rollouts   G completions per question, sampled step by step (rollout.sample_rollouts) or on an engine
+               (engine_rollout.py); M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
     rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
     hints      (optional) re-sample the all-wrong questions with a hint (variants.py, hints.py)
     filter     (optional) drop groups whose reward std is <= filter_std_eps, draw more questions to refill
@@ -27,7 +26,6 @@ Test time: `greedy_decode` (one path, no blend) with the same prompt: `crosspath
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -38,13 +36,13 @@ from crosspath.models import load_model, render_prompt
 from crosspath.rundir import claim_run_dir, default_run_dir
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
-from crosspath.train.checkpoint import load_latest_finite, save_checkpoint
+from crosspath.train.checkpoint import load_latest_finite, save_checkpoint, save_final
 from crosspath.train.data import PROMPT, evaluate, load_splits, reward  # noqa: F401 (re-exported)
-from crosspath.train.engine_rollout import RolloutEngine, mismatch_metrics
+from crosspath.train.engine_rollout import ENGINE_OPTIONS, RolloutEngine, mismatch_metrics
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.guard import check_finite, check_weights
-from crosspath.train.lora import enable_activation_checkpointing, save_weights, setup_lora, trainable_parameters
+from crosspath.train.lora import enable_activation_checkpointing, setup_lora, trainable_parameters
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir, sample_rows
@@ -56,9 +54,8 @@ from crosspath.train.rollout import Rollout, sample_rollouts
 from crosspath.train.update import backward_pass
 from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
-RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints", "log_samples",
-               "progress", "tensorboard", "device", "eval_batch_size", "threads", "rollout_backend", "rollout_base_url",
-               "rollout_gpu_memory_utilization", "rollout_max_model_len"}
+RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
+               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"} | ENGINE_OPTIONS
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
 
 
@@ -384,22 +381,11 @@ class Trainer:
                                 **({"eval": f"{row['eval_accuracy']:.3f}"} if "eval_accuracy" in row else {}))
         if bar:
             bar.close()
-        self.save_final()
+        save_final(self.out, self.model, self.tok, self.dist.main)
         self.engine and self.engine.close()
         self.run.close()
         self._claim.release()
         return rows
-
-    def save_final(self) -> None:
-        """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
-        if self.dist.main:
-            tmp, final = self.out / ".tmp-final", self.out / "final"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_weights(self.model, tmp)
-            self.tok.save_pretrained(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-        barrier()
 
 
 def train(cfg: TrainConfig, **kwargs) -> list[dict]:
