@@ -206,3 +206,12 @@ def test_a_pool_that_cannot_load_adapters_is_a_clear_error(tmp_path, fake_reward
     t.engine.gen._client = pool_client([], t.tok, load_status=404)
     with pytest.raises(BackendError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve BASE --enable-lora"):
         t.fit()
+
+
+def test_vllm_rollouts_without_vllm_say_how_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
+    assert main(["train", "--rollout-backend", "vllm", "--model", "tiny-random", "--train-size", "8",
+                 "--eval-size", "0", "--out", str(tmp_path / "run"), "--steps", "1", "--no-progress"]) == 2
+    assert "--rollout-backend vllm: the vLLM backend needs a working `vllm`" in capsys.readouterr().err
