@@ -145,17 +145,16 @@ class RolloutEngine:
             if trainer.dist.world_size > 1:
                 raise ValueError("--rollout-backend vllm runs one engine in the training process; with several "
                                  "ranks use --rollout-backend openai with a server pool (--rollout-base-url)")
-            from crosspath.backends.vllm import VLLMGenerator, import_vllm
+            from crosspath.backends.vllm import VLLMGenerator
             from crosspath.models import resolve
 
             try:
-                import_vllm()
+                self.gen = VLLMGenerator(resolve(cfg.model), tokenizer=self.tok, dtype=cfg.dtype, seed=cfg.seed,
+                                         max_model_len=cfg.rollout_max_model_len, shared=True,
+                                         gpu_memory_utilization=cfg.rollout_gpu_memory_utilization,
+                                         max_lora_rank=cfg.lora_r, logprobs_mode="processed_logprobs")
             except ImportError as e:  # the install hint, as a user error (exit 2), not a traceback
                 raise BackendError(f"--rollout-backend vllm: {e}") from e
-            self.gen = VLLMGenerator(resolve(cfg.model), tokenizer=self.tok, dtype=cfg.dtype, seed=cfg.seed,
-                                     max_model_len=cfg.rollout_max_model_len, shared=True,
-                                     gpu_memory_utilization=cfg.rollout_gpu_memory_utilization,
-                                     max_lora_rank=cfg.lora_r, logprobs_mode="processed_logprobs")
         elif cfg.rollout_backend == "openai":
             from crosspath.backends.openai import OpenAIGenerator
 
