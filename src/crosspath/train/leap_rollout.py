@@ -18,6 +18,9 @@ the log-probs of the loss forward over the sequence are those of the rollout. Te
 removes the tokens that end past the cut; the part of a removed token that stays in the text is
 re-added as injected context. Dropped text is in no sequence: no later token was conditioned on it.
 
+With `--rollout-backend vllm|openai` the same bookkeeping runs on an inference engine:
+`EngineTokenStore` (train/engine_rollout.py) sends every path's exact ids to the engine each call.
+
 Reward: the correctness of the path's own text (peers' blocks removed, `leap.own_text`), as
 inference grades it. Advantages are then normalised within the LeaP group by the trainer.
 """
