@@ -146,6 +146,24 @@ def test_adapter_goes_through_lora_requests(monkeypatch, tmp_path):
     assert (lora.lora_name, lora.lora_int_id, lora.lora_path) == ("my-lora", 1, str(folder.resolve()))
 
 
+def test_trainer_hands_a_new_adapter_each_step(monkeypatch, tmp_path):
+    """LoRA on without an adapter (max_lora_rank), then set_adapter per step; prompts as exact token ids."""
+    calls: dict = {}
+    fake_vllm.install(monkeypatch, calls, tokenizer=WordTok())
+    gen = VLLMGenerator("m", max_lora_rank=20, logprobs_mode="processed_logprobs")
+    kw = calls["llm"][-1]
+    assert (kw["enable_lora"], kw["max_lora_rank"], kw["logprobs_mode"]) == (True, 32, "processed_logprobs")
+    for step in (1, 2):
+        folder = _adapter(tmp_path / f"step-{step}", r=16)
+        gen.set_adapter(str(folder), 10 + step, f"step-{step}")
+        out = gen.generate_ids([[5, 6, 7]], SamplingParams(max_tokens=2, n=2, logprobs=True))
+        assert calls["prompt_ids"] == [[5, 6, 7]] and [c.token_ids for c in out] == [[7, 8], [7, 8]]
+        lora = calls["lora"]
+        assert (lora.lora_name, lora.lora_int_id, lora.lora_path) == (f"step-{step}", 10 + step, str(folder.resolve()))
+    with pytest.raises(ValueError, match="without LoRA"):
+        VLLMGenerator("m2").set_adapter(str(folder), 1)
+
+
 def test_prefix_caching_cannot_be_turned_off(monkeypatch):
     fake_vllm.install(monkeypatch, {}, tokenizer=WordTok())
     with pytest.raises(ValueError, match="prefix caching"):

@@ -7,7 +7,10 @@ model wants one (Llama-3, R1-Distill-Qwen), and a server that adds its own would
 that rejects unknown fields). The server then tokenizes exactly as the hf backend does.
 
 Adapters: a LoRA adapter is served under a name of its own (`vllm serve BASE --enable-lora
---lora-modules NAME=PATH`); requests ask for it by sending that name as `model`.
+--lora-modules NAME=PATH`); requests ask for it by sending that name as `model`. A trainer hands a
+new adapter to every server of the pool at run time with `load_adapter(name, folder)` (vLLM's
+`/v1/load_lora_adapter`, on when the server runs with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the folder
+must be readable by the server), then asks for it by name; `unload_adapter(name)` frees it.
 
 One HTTP request per prompt (it carries `n` and that prompt's seed, `seed + i`), run
 concurrently from a private thread pool over one `httpx.Client`; several base URLs are load
@@ -175,6 +178,28 @@ class OpenAIGenerator:
 
     def close(self) -> None:
         self._client.close()
+
+    def load_adapter(self, name: str, folder: str) -> None:
+        """Load the peft adapter `folder` on every server as `name` and ask for it from now on."""
+        for url in self.urls:
+            self._lora_call(url.removesuffix("/completions") + "/load_lora_adapter",
+                            {"lora_name": name, "lora_path": folder})
+        self.model = name
+
+    def unload_adapter(self, name: str) -> None:
+        for url in self.urls:
+            self._lora_call(url.removesuffix("/completions") + "/unload_lora_adapter", {"lora_name": name})
+
+    def _lora_call(self, url: str, body: dict) -> None:
+        try:
+            r = self._client.post(url, json=body)
+        except httpx.HTTPError as e:
+            raise BackendError(f"POST {url} failed: {type(e).__name__}: {e}; is the server running?") from e
+        if r.status_code != 200:
+            raise BackendError(
+                f"POST {url} answered HTTP {r.status_code}: {_quote(r.text)}. Rollouts on a server pool load each "
+                "step's adapter at run time: start every server as `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm "
+                "serve BASE --enable-lora --max-lora-rank R`, with the run directory readable by it")
 
     def __enter__(self) -> "OpenAIGenerator":
         return self

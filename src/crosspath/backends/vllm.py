@@ -13,7 +13,8 @@ i of a call is seeded with `seed + i`; stop strings are kept in the text
 
 A LoRA adapter folder (peft) is served through vLLM's LoRA API: the engine starts with
 `enable_lora` and a `max_lora_rank` that holds the adapter's rank, and every request carries a
-`LoRARequest` for it.
+`LoRARequest` for it. A trainer starts the engine with `max_lora_rank=r` and no adapter, then hands it
+each step's adapter with `set_adapter(folder, lora_id)` (a new id per step: vLLM caches by id).
 
 Engines are expensive to start (a minute on CPU), so generators made with `shared=True` (as
 `crosspath run` makes them) take theirs from a per-process cache keyed by the engine options:
@@ -121,6 +122,18 @@ def lora_rank(adapter: str) -> int:
     raise ValueError(f"--adapter {adapter!r}: rank {r} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
 
 
+def allowed_rank(r: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds rank r.
+
+    >>> allowed_rank(16), allowed_rank(20)
+    (16, 32)
+    """
+    for allowed in LORA_RANKS:
+        if allowed >= r:
+            return allowed
+    raise ValueError(f"LoRA rank {r} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
+
+
 def engine_options(
     model: str,
     dtype: str = "auto",
@@ -130,6 +143,7 @@ def engine_options(
     enforce_eager: bool = False,
     seed: int = 0,
     adapter: str | None = None,
+    max_lora_rank: int | None = None,
     **llm_kwargs: Any,
 ) -> dict[str, Any]:
     """The keyword arguments of `vllm.LLM` (a pure function; the dtype passes through as given).
@@ -144,8 +158,9 @@ def engine_options(
                                 enable_prefix_caching=True)
     if max_model_len is not None:
         opts["max_model_len"] = max_model_len
-    if adapter:
-        opts.update(enable_lora=True, max_lora_rank=lora_rank(adapter), max_loras=1)
+    if adapter or max_lora_rank:  # max_lora_rank alone: LoRA on, adapters handed over later (set_adapter)
+        rank = max(lora_rank(adapter) if adapter else 1, allowed_rank(max_lora_rank or 1))
+        opts.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
     opts.update(llm_kwargs)
     return opts
 
@@ -218,6 +233,7 @@ class VLLMGenerator:
         cpu_kvcache_gib: int | None = 2,
         seed: int = 0,
         shared: bool = False,
+        max_lora_rank: int | None = None,
         **llm_kwargs: Any,  # anything else `vllm.LLM` takes (tokenizer_mode, quantization, ...)
     ):
         vllm = import_vllm()
@@ -230,15 +246,13 @@ class VLLMGenerator:
         opts = engine_options(model, dtype=dtype, max_model_len=max_model_len,
                               gpu_memory_utilization=gpu_memory_utilization,
                               tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager, seed=seed,
-                              adapter=adapter, **llm_kwargs)
+                              adapter=adapter, max_lora_rank=max_lora_rank, **llm_kwargs)
         self._vllm, self.model, self.options, self.shared = vllm, model, opts, shared
         self.llm = shared_engine(vllm, opts) if shared else vllm.LLM(**opts)
         self.tok = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.lora = None
         if adapter:
-            from vllm.lora.request import LoRARequest
-
-            self.lora = LoRARequest(Path(adapter).name or "adapter", 1, adapter)
+            self.set_adapter(adapter, 1, Path(adapter).name or "adapter")
         self.dtype = self._engine_dtype() or dtype
 
     def _engine_dtype(self) -> str | None:
@@ -247,16 +261,29 @@ class VLLMGenerator:
         dt = getattr(config, "dtype", None)
         return None if dt is None else str(dt).removeprefix("torch.")
 
+    def set_adapter(self, adapter: str, lora_id: int, name: str | None = None) -> None:
+        """Serve the peft adapter folder `adapter` from the next call on, as LoRA `lora_id` (vLLM caches
+        adapters by id: a changed adapter needs a new id). The engine must have LoRA on."""
+        from vllm.lora.request import LoRARequest
+
+        if not self.options.get("enable_lora"):
+            raise ValueError("this vLLM engine was started without LoRA (pass adapter= or max_lora_rank=)")
+        self.lora = LoRARequest(name or f"adapter-{lora_id}", lora_id, str(Path(adapter).resolve()))
+
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Prompt token ids, exactly as the hf backend encodes a fresh path (no special tokens added)."""
         return [list(ids) for ids in self.tok(list(prompts), add_special_tokens=False)["input_ids"]]
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         """One Completion per (prompt, sample), prompt-major: p0c0, p0c1, ..., p1c0, ..."""
-        prompts = list(prompts)
+        return self.generate_ids(self.encode(list(prompts)), params)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """`generate` on prompts given as token ids (the exact sequences a trainer's paths hold)."""
+        prompts = [list(ids) for ids in prompt_ids]
         if not prompts:
             return []
-        inputs = [{"prompt_token_ids": ids} for ids in self.encode(prompts)]  # a vllm TokensPrompt
+        inputs = [{"prompt_token_ids": ids} for ids in prompts]  # a vllm TokensPrompt
         per_prompt = [self._vllm.SamplingParams(**to_vllm_params(params, i)) for i in range(len(prompts))]
         results = self.llm.generate(inputs, per_prompt, use_tqdm=False, lora_request=self.lora)
         if len(results) != len(prompts):

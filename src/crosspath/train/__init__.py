@@ -10,6 +10,7 @@
     data.py         the training prompts (plain, think), the splits, the reward, the greedy evaluation
     format.py       --answer-format think: the format warm-up (SFT on own traces + marker), its metrics
     leap_rollout.py LeaP groups as rollouts: the inference loop, with masks of the path's own tokens
+    engine_rollout.py  rollouts sampled on vLLM or a server pool (--rollout-backend), the adapter handed over
     trainer.py      the loop (Trainer.fit); `crosspath train` / `train-eval` in cli.py
 
 What every trainer shares (distillation too):
@@ -47,6 +48,7 @@ RHO_TYPES = ("kl", "constant")  # spo
 SEED_SCALINGS = ("reciprocal", "linear", "exponential")  # shaping (SEED-GRPO)
 HINT_MODES = ("off", "guide", "seele")  # hints
 ANSWER_FORMATS = ("plain", "think")  # data: training prompt and reward
+ROLLOUT_BACKENDS = ("hf", "vllm", "openai")  # engine_rollout
 TASK_DEFAULTS = {"rg:chain_sum": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}}
 
 
@@ -152,6 +154,16 @@ class TrainConfig:
     m3po_weighting: str = field("similarity", "M3PO: peer weights", choices=WEIGHTINGS)
     m3po_ref_replay: bool = field(True, "M3PO: the reference model reads the same blended inputs as the policy, "
                                         "so the KL measures only the adapter's drift (off: plain token ids)")
+    rollout_backend: str = field("hf", "what samples the rollouts: hf (the trainer's model, step by step), vllm "
+                                       "(an engine in this process, handed the adapter each step) or openai (a "
+                                       "server pool that loads adapters at run time, --rollout-base-url); the loss "
+                                       "is always on the trainer's model. m3po: hf only", choices=ROLLOUT_BACKENDS)
+    rollout_base_url: list[str] | None = field(None, "openai rollouts: the servers' URLs (vLLM serve --enable-lora, "
+                                                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, reading --out)")
+    rollout_gpu_memory_utilization: float = field(0.3, "vllm rollouts on a GPU: the engine's share of its memory "
+                                                       "(the trainer keeps the rest)", gt=0, le=1)
+    rollout_max_model_len: int | None = field(None, "vllm rollouts: the engine's context length (default: the "
+                                                    "model's)", ge=1)
     leap_rounds: int = field(2, "LeaP: rounds per rollout; paths summarize and read peers after each but the last",
                              ge=1)
     leap_round_tokens: int = field(32, "LeaP: T, new tokens per round (default: below the ~40-100 tokens SmolLM2 "

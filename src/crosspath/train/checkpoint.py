@@ -4,6 +4,7 @@
     load_checkpoint(folder, model, optimizer, scheduler)             -> trainer_state.json
     load_latest_finite(run_dir, model, ..., probe_ids)               the newest that passes the NaN guard
     list_checkpoints(run_dir) / latest_checkpoint(run_dir)           complete ones, oldest first / newest
+    save_final(out, model, tokenizer)                                <out>/final: the last adapter + tokenizer
 
 A checkpoint folder `checkpoints/step-N/` holds
 

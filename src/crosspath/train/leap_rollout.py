@@ -18,6 +18,9 @@ the log-probs of the loss forward over the sequence are those of the rollout. Te
 removes the tokens that end past the cut; the part of a removed token that stays in the text is
 re-added as injected context. Dropped text is in no sequence: no later token was conditioned on it.
 
+With `--rollout-backend vllm|openai` the same bookkeeping runs on an inference engine:
+`EngineTokenStore` (train/engine_rollout.py) sends every path's exact ids to the engine each call.
+
 Reward: the correctness of the path's own text (peers' blocks removed, `leap.own_text`), as
 inference grades it. Advantages are then normalised within the LeaP group by the trainer.
 """
@@ -108,6 +111,8 @@ class TokenPathStore(PathStore):
     def __init__(self, gen: ExactHF):
         super().__init__(gen, use_sessions=True)
         self.tok, self.tokens, self.prompt_len = gen.tok, [], []
+        self.eos_ids, self.pad_id, self.device = gen.eos_ids, gen.pad_id, next(gen.model.parameters()).device
+        self.engine = False  # True in EngineTokenStore: logprobs are the engine's sampling log-probs
 
     def add(self, prompt: str) -> int:
         i = super().add(prompt)
@@ -150,7 +155,7 @@ class TokenPathStore(PathStore):
     def _generated(self, t: PathTokens, base: int, c) -> None:
         """Append a completion: its tokens up to the cut of c.text as targets, the rest of c.text
         (a token split by the cut) as context, and a final EOS as a target."""
-        eos = bool(c.token_ids) and c.token_ids[-1] in self.gen.eos_ids
+        eos = bool(c.token_ids) and c.token_ids[-1] in self.eos_ids
         body = c.token_ids[:-1] if eos else c.token_ids
         ends = self._ends(body)
         keep = len(body)
@@ -196,11 +201,11 @@ def path_budget(cfg) -> int:
                                        answer_tokens=o.answer_tokens))
 
 
-def sample_leap(model, tokenizer, problems, cfg, seed: int, max_batch: int = 64):
-    """One LeaP run of cfg.group_size paths per problem with `model` (eval mode while sampling).
-    Returns (LeapRollout prompt-major with texts = own texts, traces per problem, stats sums)."""
-    gen = ExactHF(model, tokenizer, max_batch=max_batch)
-    store = TokenPathStore(gen)
+def sample_leap(model, tokenizer, problems, cfg, seed: int, max_batch: int = 64, store: TokenPathStore | None = None):
+    """One LeaP run of cfg.group_size paths per problem with `model` (eval mode while sampling), or on
+    `store` (an inference engine's: train/engine_rollout.py). Returns (LeapRollout prompt-major with
+    texts = own texts, traces per problem, stats sums)."""
+    store = store or TokenPathStore(ExactHF(model, tokenizer, max_batch=max_batch))
     sampling = SimpleNamespace(paths=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                                sample_top_k=cfg.sample_top_k, min_p=0.0)
     render = lambda user, prefill="": render_prompt(tokenizer, user, prefill=prefill)  # noqa: E731
@@ -218,9 +223,7 @@ def sample_leap(model, tokenizer, problems, cfg, seed: int, max_batch: int = 64)
 
 def to_rollout(store: TokenPathStore, texts: list[str], group_size: int) -> LeapRollout:
     """The store's sequences as a LeapRollout: prompt left padded, the rest right padded."""
-    device = next(store.gen.model.parameters()).device
-    pad = store.gen.pad_id
-    toks = store.tokens
+    device, pad, toks = store.device, store.pad_id, store.tokens
     prompt_ids, prompt_mask = left_pad([t.ids[:n] for t, n in zip(toks, store.prompt_len)], pad)
     rest = [t.ids[n:] for t, n in zip(toks, store.prompt_len)]
     width = max(max(len(r) for r in rest), 1)
@@ -232,7 +235,8 @@ def to_rollout(store: TokenPathStore, texts: list[str], group_size: int) -> Leap
     return LeapRollout(prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
                        completion_ids=completion_ids.to(device), completion_mask=completion_mask.to(device),
                        thinking_mask=torch.zeros_like(completion_mask, dtype=torch.bool).to(device),
-                       logprobs=logprobs.to(device), sampling_logprobs=torch.zeros_like(logprobs).to(device),
+                       logprobs=logprobs.to(device), sampling_logprobs=(logprobs if store.engine else  # engine's, processed
+                                                                        torch.zeros_like(logprobs)).to(device),
                        inputs_embeds=None, texts=list(texts), group_size=group_size,
                        target_mask=target.to(device))
 

@@ -3,8 +3,8 @@
 One step (docs/training.md has the math and every logged metric):
 
     questions  B per step (each rank its B/W share), from a seeded per-epoch shuffle of the train set
-    rollouts   G completions per question, sampled step by step (rollout.sample_rollouts);
-               M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
+    rollouts   G completions per question, sampled step by step (rollout.sample_rollouts) or on an engine
+               (engine_rollout.py); M3PO: input_hook = m3po.make_hook(G, lambda, T) blends peers' embeddings while thinking
     rewards    1 if `grade` finds the answer correct, 0 if not or if the marker `####` repeats
                (--answer-format think: a right answer after one marker, reasoning before it; format.py)
     hints      (optional) re-sample the all-wrong questions with a hint (variants.py, hints.py)
@@ -39,6 +39,7 @@ from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig  # TrainConfig lives in __init__: a light import for the CLI
 from crosspath.train.checkpoint import load_latest_finite, save_checkpoint, save_final
 from crosspath.train.data import PROMPT, evaluate, load_splits, prompt_text, reward, reward_options  # noqa: F401
+from crosspath.train.engine_rollout import ENGINE_OPTIONS, RolloutEngine, mismatch_metrics
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
 from crosspath.train.format import format_warmup, marked_thinking
@@ -56,7 +57,7 @@ from crosspath.train.update import backward_pass
 from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
-               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"}
+               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"} | ENGINE_OPTIONS
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
 
 
@@ -119,6 +120,7 @@ class Trainer:
         if self._changed:
             self._history.append({"step": self.step, **{k: list(v) for k, v in self._changed.items()}})
         self.run.save_config(cfg, **({"history": self._history} if self._history else {}))
+        self.engine = RolloutEngine(self) if cfg.rollout_backend != "hf" else None
 
     def _prepare_out(self) -> None:
         """Check and lock the run directory (crosspath.rundir): a resume with other options (but lr /
@@ -177,9 +179,12 @@ class Trainer:
         seed = (cfg.seed * 1_000_003 + step * 10_007 + attempt * 101 + self.dist.rank) % 2**62
         try:
             if cfg.algo == "leap":  # the group is one LeaP run (leap_rollout.py); stats go to the step's row
-                rollout, _, stats = sample_leap(self.model, self.tok, problems, cfg, seed)
+                rollout, _, stats = sample_leap(self.model, self.tok, problems, cfg, seed,
+                                                store=self.engine and self.engine.leap_store(step))
                 self._leap_sums = {k: self._leap_sums.get(k, 0.0) + v for k, v in stats.items()}
                 return rollout
+            if self.engine is not None:
+                return self.engine.sample(prompts, step, seed)
             return sample_rollouts(self.model, self.tok, prompts, group_size=cfg.group_size,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                    top_k=cfg.sample_top_k, top_p=cfg.top_p, seed=seed, input_hook=self.hook,
@@ -212,13 +217,13 @@ class Trainer:
         if n_live == 0 and cfg.beta <= 0 and cfg.entropy_coef <= 0:  # the gradient is exactly 0: skip the forwards
             chunks = []
         eps = HINT_EPSILON if cfg.epsilon is None and cfg.hints != "off" else cfg.epsilon
-        refs, olds = [None] * len(chunks), [None] * len(chunks)
+        refs, olds, diffs = [None] * len(chunks), [None] * len(chunks), None if self.engine is None else [0.0] * 3
         total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "entropy": 0.0,
                  "lr": self.optimizer.param_groups[0]["lr"]}
         model.train()
         for it in range(cfg.num_iterations):
             sums = backward_pass(model, cfg, rollout, chunks, advantages, refs=refs, olds=olds, first=it == 0,
-                                 n_tok=n_tok, n_seq=n_seq, eps=eps, hinted=hinted)
+                                 n_tok=n_tok, n_seq=n_seq, eps=eps, hinted=hinted, mismatch=diffs)
             for p in self.params:  # a zero gradient still takes AdamW's momentum and decay step
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -235,6 +240,7 @@ class Trainer:
             for k, v in zip(("loss", "kl", "clip_frac", "grad_norm", "entropy"),
                             (loss_g, kl_g / per_token, clip_g / per_token, grad_norm, ent_g / per_token)):
                 total[k] += v / cfg.num_iterations
+        total.update(mismatch_metrics(diffs) if diffs is not None else {})
         if cfg.beta <= 0:
             total["kl"] = None
         if eps is None and cfg.loss_type != "cispo":
@@ -385,14 +391,11 @@ class Trainer:
                                 **({"eval": f"{row['eval_accuracy']:.3f}"} if "eval_accuracy" in row else {}))
         if bar:
             bar.close()
-        self.save_final()
+        save_final(self.out, self.model, self.tok, self.dist.main)
+        self.engine and self.engine.close()
         self.run.close()
         self._claim.release()
         return rows
-
-    def save_final(self) -> None:
-        """The adapter (+ tokenizer) of the last step in <out>/final, for `crosspath eval --adapter`."""
-        save_final(self.out, self.model, self.tok, self.dist.main)
 
 
 def train(cfg: TrainConfig, **kwargs) -> list[dict]:

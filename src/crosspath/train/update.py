@@ -10,6 +10,8 @@ gradients, clips and steps the optimizer. Per micro-batch c (rows `chunks[c]` of
     loss_c  policy_loss(logp_c, old_c, ref_c, A[rows_c], mask_c), divided by the GLOBAL token and
             sequence counts, so the summed gradient over micro-batches and ranks is the full batch's
     mask_c  loss_mask: completion tokens, and for LeaP rollouts only the path's generated tokens
+    diff_c  (engine rollouts, first iteration) |logp_c - the engine's sampling log-probs| on mask_c,
+            unhinted rows: summed into `mismatch` [sum, max, tokens] (engine_rollout.mismatch_metrics)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from crosspath.train.rollout import Rollout, sequence_logprobs, trim
 
 def backward_pass(model, cfg, rollout: Rollout, chunks: list[slice], advantages: torch.Tensor, *, refs: list,
                   olds: list, first: bool, n_tok: float, n_seq: int, eps: float | None,
-                  hinted: torch.Tensor | None = None) -> list[float]:
+                  hinted: torch.Tensor | None = None, mismatch: list[float] | None = None) -> list[float]:
     """loss.backward() on every micro-batch; fills refs (reference log-probs) and, on the first of
     several iterations, olds (detached log-probs) in place. Returns this rank's sums
     [loss, kl * tokens, clip_frac * tokens, entropy * tokens]."""
@@ -46,6 +48,12 @@ def backward_pass(model, cfg, rollout: Rollout, chunks: list[slice], advantages:
         if hinted is not None and bool(hinted[rows_c].any()):
             old = behaviour_logprobs(logp.detach() if old is None else old, mb.sampling_logprobs, hinted[rows_c])
         mask = loss_mask(mb)
+        if mismatch is not None and first:
+            keep = mask.bool() & (True if hinted is None else ~hinted[rows_c].to(mask.device)[:, None])  # [n, T]
+            diff = (logp.detach() - mb.sampling_logprobs).abs()[keep]  # [tokens]
+            if diff.numel():
+                mismatch[:] = [mismatch[0] + float(diff.sum()), max(mismatch[1], float(diff.max())),
+                               mismatch[2] + diff.numel()]
         loss, st = policy_loss(logp, old, refs[c], advantages[rows_c], mask, cfg.loss_type, cfg.beta, eps,
                                cfg.epsilon_high, max_completion_length=budget, num_items_in_batch=max(n_tok, 1.0),
                                num_sequences=max(int(n_seq), 1), importance_level=cfg.importance_level,

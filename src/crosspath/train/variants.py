@@ -53,6 +53,11 @@ def check(cfg) -> None:
     if cfg.baseline == "spo" and cfg.scale_rewards != "group":
         clashes.append(f"--scale-rewards {cfg.scale_rewards}: has no effect with --baseline spo (SPO normalises "
                        "over the batch)")
+    if cfg.algo == "m3po" and cfg.rollout_backend != "hf":
+        clashes.append(f"--rollout-backend {cfg.rollout_backend}: M3PO samples on hf only (its blend of peers' "
+                       "embeddings acts at every generation step, which an inference engine cannot do)")
+    if cfg.rollout_backend == "openai" and not cfg.rollout_base_url:
+        clashes.append("--rollout-backend openai: needs --rollout-base-url http://host:port/v1 (one or several)")
     if cfg.group_size < 2 and cfg.filter_groups:
         clashes.append("--filter-groups: would drop every group of one (their reward std is 0)")
     if len(clashes) == 1:
