@@ -194,8 +194,8 @@ class HFGenerator:
     def _prefill(self, handles: list[int], paths: list[_Path], pend: list[list[int]], extra: int, slack: bool):
         """Feed every path its pending ids -> (batch, rows [B]: each path's row in it, logits [B, V]).
 
-        Paths that all continue rows of one batch, filling at least half of its open rows and at least
-        half of their columns with real tokens, are fed there in place (rows not in the call sit out:
+        Paths that all continue rows of one batch, more than half of its open rows whose real tokens
+        fill at least half of their columns, are fed there in place (rows not in the call sit out:
         padding, masked). Fresh paths get a new batch, one prefill per distinct text. Anything else is
         gathered into a new, compact batch (one copy of each cache). `extra` = columns the call adds.
         """

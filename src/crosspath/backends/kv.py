@@ -59,7 +59,7 @@ class _Layer(DynamicLayer):
         """key_states, value_states [rows, kv_heads, q, head_dim] -> all keys, values [rows, kv_heads, n + q, hd]."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        q = key_states.shape[-2]
+        q = key_states.shape[-2]  # new columns
         self.k[:, :, self.n : self.n + q] = key_states
         self.v[:, :, self.n : self.n + q] = value_states
         self.n += q
@@ -140,11 +140,11 @@ class KVBatch:
         for lay in self.layers:
             nl = _Layer(new)
             nl.allocate(len(rows), lay.k.shape[1], lay.k.shape[-1], lay.k.dtype, lay.k.device)
-            nl.k[:, :, : self.width] = lay.k[idx.to(lay.k.device), :, : self.width]
+            nl.k[:, :, : self.width] = lay.k[idx.to(lay.k.device), :, : self.width]  # [rows', kv_heads, width, hd]
             nl.v[:, :, : self.width] = lay.v[idx.to(lay.v.device), :, : self.width]
             nl.n = self.width
             new.layers.append(nl)
-        new.mask[:, : self.width] = self.mask[idx.to(self.mask.device), : self.width]
+        new.mask[:, : self.width] = self.mask[idx.to(self.mask.device), : self.width]  # [rows', width]
         new.width = self.width
         return new
 
@@ -173,7 +173,7 @@ class KVBatch:
             cols = b.real_columns(r)[:n]  # [n]
             new.mask[i, C - n : C] = 1
             for src, dst in zip(b.layers, new.layers):
-                c = cols.to(src.k.device)
+                c = cols.to(src.k.device)  # [n] on the layer's device
                 dst.k[i, :, C - n : C] = src.k[r][:, c]
                 dst.v[i, :, C - n : C] = src.v[r][:, c]
         return new
