@@ -39,9 +39,9 @@ from transformers.cache_utils import Cache, DynamicLayer
 class _Layer(DynamicLayer):
     """One layer of a KVBatch as transformers sees it: `update` writes the new columns in place."""
 
-    def __init__(self, batch: "KVBatch"):
+    def __init__(self, cap: list[int]):
         super().__init__()
-        self.batch = batch
+        self.cap = cap  # [1] the batch's column capacity, shared (a list: no reference back to the batch)
         self.n = 0  # columns written in this layer (= batch.width between forwards)
         self.k: torch.Tensor | None = None  # [rows, kv_heads, cap, head_dim]
         self.v: torch.Tensor | None = None  # [rows, kv_heads, cap, head_dim]
@@ -51,7 +51,7 @@ class _Layer(DynamicLayer):
         self.allocate(rows, heads, dim, key_states.dtype, key_states.device)
 
     def allocate(self, rows: int, heads: int, dim: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.k = torch.zeros(rows, heads, self.batch.cap, dim, dtype=dtype, device=device)  # [rows, kv_heads, cap, hd]
+        self.k = torch.zeros(rows, heads, self.cap[0], dim, dtype=dtype, device=device)  # [rows, kv_heads, cap, hd]
         self.v = torch.zeros_like(self.k)  # [rows, kv_heads, cap, head_dim]
         self.device, self.is_initialized = device, True
 
@@ -84,10 +84,14 @@ class KVBatch:
     """Keys, values and mask of `rows` paths (see the module docstring); `cache` is what the model reads."""
 
     def __init__(self, rows: int, cap: int, device: torch.device):
-        self.rows, self.cap, self.width = rows, cap, 0
+        self.rows, self.width, self._cap = rows, 0, [cap]
         self.mask = torch.zeros(rows, cap, dtype=torch.long, device=device)  # [rows, cap]
-        self.cache = Cache(layer_class_to_replicate=partial(_Layer, self))
+        self.cache = Cache(layer_class_to_replicate=partial(_Layer, self._cap))  # no cycle: freed with the batch
         self.owner: list[int | None] = [None] * rows  # [rows] handle of the path in each row; None: free
+
+    @property
+    def cap(self) -> int:
+        return self._cap[0]
 
     @property
     def layers(self) -> list[_Layer]:
@@ -107,7 +111,7 @@ class KVBatch:
             layer.resize(cap)
         mask = self.mask.new_zeros(self.rows, cap)  # [rows, cap]
         mask[:, : self.width] = self.mask[:, : self.width]
-        self.mask, self.cap = mask, cap
+        self.mask, self._cap[0] = mask, cap
 
     def append(self, cols: torch.Tensor) -> torch.Tensor:
         """Mark the next q columns (cols [rows, q], 1 = real) before a forward writes them.
@@ -138,7 +142,7 @@ class KVBatch:
         new = KVBatch(len(rows), need + (need // 4 if slack else 0), self.mask.device)
         idx = torch.tensor(rows)  # [rows'] CPU indices select on any device
         for lay in self.layers:
-            nl = _Layer(new)
+            nl = _Layer(new._cap)
             nl.allocate(len(rows), lay.k.shape[1], lay.k.shape[-1], lay.k.dtype, lay.k.device)
             nl.k[:, :, : self.width] = lay.k[idx.to(lay.k.device), :, : self.width]  # [rows', kv_heads, width, hd]
             nl.v[:, :, : self.width] = lay.v[idx.to(lay.v.device), :, : self.width]
@@ -162,7 +166,7 @@ class KVBatch:
         if ref is None:
             return new
         for lay in ref.layers:
-            nl = _Layer(new)
+            nl = _Layer(new._cap)
             nl.allocate(len(sources), lay.k.shape[1], lay.k.shape[-1], lay.k.dtype, lay.k.device)
             nl.n = C
             new.layers.append(nl)
