@@ -19,7 +19,7 @@ new token and row 1 two (columns 5-6), then decodes one step (column 7):
 
     column   0 1 2 3 4 | 5 6 | 7
     row 0    . 1 1 1 . | . 1 | 1      (. = 0: padding, dropped token or hole)
-    row 1    1 1 . . 0 | 1 1 | 1
+    row 1    1 1 . . . | 1 1 | 1
 
 What costs a copy: continuing the paths of one batch copies nothing; `gather` builds a batch from paths
 that live in other batches (or left a batch) and copies their real columns once, compact and
