@@ -49,7 +49,7 @@ ROUNDS, ROUND_TOKENS, SUMMARY_TOKENS, ANSWER_TOKENS = 3, 128, 16, 16  # the pape
 TEMPERATURE, TOP_P, SEED = 0.6, 0.95, 0
 REPEATS = 1
 ROOT = "runs/bench/leap_overhead"
-TARGET_LEAP_VS_INDEPENDENT, TARGET_KV_SPEEDUP = 1.15, 1.5
+TARGET_LEAP_VS_INDEPENDENT, TARGET_KV_SPEEDUP = 1.10, 1.5  # issue 17 lowered the first from 1.15
 
 
 def base_config(a, name: str, **kw) -> RunConfig:

@@ -87,6 +87,68 @@ def test_paths_of_different_lengths_continue_together(tiny, tiny_gen):
         g.close(h_alone)
 
 
+def _greedy_reencoded(model, ids: list[int], n: int) -> tuple[list[int], list[float]]:
+    """n greedy tokens after `ids` and their log-probs, every step a fresh forward over the whole
+    sequence (no cache at all)."""
+    out, lps = [], []
+    for _ in range(n):
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([ids + out])).logits[0, -1], -1)  # [V]
+        out.append(int(lp.argmax()))
+        lps.append(float(lp[out[-1]]))
+    return out, lps
+
+
+def test_cache_kept_in_place_equals_reencoding(tiny):
+    """LeaP's pattern of calls on one batch of sessions - rounds, a rewind, appended texts of different
+    lengths, rows that finish early (and leave the batch), a path that sits out a call - continues
+    every path with exactly the greedy tokens of re-encoding its whole token sequence from scratch."""
+    model, tok = tiny
+    g = HFGenerator(model, tok)
+    prompts = _rendered(tok)
+    hs = [g.open(p) for p in prompts + prompts[:1]]  # 4 paths, two with the same prompt (a shared prefill)
+    sp = SamplingParams(max_tokens=12, temperature=0)
+    batches = []
+
+    def check(handles, params, eos_paths=()):
+        seqs = []
+        for h in handles:  # the tokens each path will read: its cache + its pending text
+            p = g._paths[h]
+            pending = g._pending_ids(p)[0]  # (may first drop the last cached token, to re-feed it)
+            seqs.append(list(p.ids) + pending)
+        firsts = [_greedy_reencoded(model, s, 1)[0][0] for s in seqs]
+        g.eos_ids = {firsts[i] for i in eos_paths}  # these paths end at their first token
+        assert not any(firsts[i] in g.eos_ids for i in range(len(handles)) if i not in eos_paths)
+        texts = [g.text(h) for h in handles]
+        outs = g.advance(handles, params.with_(logprobs=True))
+        for s, c, t, h in zip(seqs, outs, texts, handles):
+            ids, lps = _greedy_reencoded(model, s, len(c.token_ids))
+            assert c.token_ids == ids
+            torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(lps), atol=1e-4, rtol=0)
+            assert g.text(h) == t + c.text
+        batches.append({id(g._paths[h].batch) for h in handles})
+        return outs
+
+    first = check(hs, sp)
+    assert first[0].token_ids == first[3].token_ids  # same prompt, greedy
+    g.rewind(hs[1], 7)
+    g.extend(hs[0], "\n\nSummary: x = 3")
+    g.extend(hs[2], " and then a much longer piece of appended text, as a peer block would be")
+    check(hs, sp)
+    assert len(batches[1]) == 1 and batches[1] == batches[0]  # continued in place, one batch
+    check(hs, sp, eos_paths=(0, 2))  # half of the rows end at once: the other two move to a smaller batch
+    assert all(len(g._paths[h].ids) > 0 for h in hs)
+    assert len({id(g._paths[h].batch) for h in hs}) == 2
+    check([hs[3], hs[1]], sp.with_(max_tokens=5))  # in place in the smaller batch (any order)
+    g.extend(hs[0], " More.")
+    check(hs, sp)  # gathered from two batches into one
+    assert len(batches[-1]) == 1
+    check(hs[:3], sp.with_(max_tokens=4))  # hs[3] sits out this call (masked columns)
+    check(hs, sp.with_(max_tokens=4))
+    for h in hs:
+        g.close(h)
+
+
 def test_stop_string_cut_exactly(tiny_gen, tiny):
     tok = tiny[1]
     sp = SamplingParams(max_tokens=30, temperature=0)
@@ -123,8 +185,9 @@ def test_shared_prompt_prefill_equals_each_path_alone(tiny_gen, tiny):
         alone = tiny_gen.advance([h], sp.with_(seed=3 + i))[0]
         assert alone.token_ids == together[i].token_ids
         a, b = tiny_gen._paths[h], tiny_gen._paths[hs[i]]
-        assert a.ids == b.ids and a.kv.shape == b.kv.shape
-        torch.testing.assert_close(a.kv, b.kv, atol=1e-5, rtol=0)
+        ka, kb = tiny_gen.cache_of(h), tiny_gen.cache_of(hs[i])
+        assert a.ids == b.ids and ka.shape == kb.shape
+        torch.testing.assert_close(ka, kb, atol=1e-5, rtol=0)
         tiny_gen.close(h)
     for h in hs:
         tiny_gen.close(h)
@@ -138,7 +201,7 @@ def test_rewind_crops_cache(tiny_gen, tiny):
     g.rewind(h, 5)
     assert g.text(h) == full[:-5]
     p = g._paths[h]
-    assert p.cached_chars <= len(g.text(h)) and p.kv.shape[-2] == len(p.ids)
+    assert p.cached_chars <= len(g.text(h)) and g.cache_of(h).shape[-2] == len(p.ids)
     g.advance([h], SamplingParams(max_tokens=3, temperature=0))
     g.close(h)
 

@@ -100,8 +100,7 @@ class ExactHF(HFGenerator):
             n += 1
         n = min(n, len(t.ids) - 1)  # re-feed at least the last token: its logits start the call
         if n < len(p.ids):  # keep only the cached prefix that is still the path's sequence
-            p.ids, p.ends = p.ids[:n], p.ends[:n]
-            p.kv = p.kv[..., :n, :] if (p.kv is not None and n) else None
+            p.keep(n)
         return t.ids[n:], t.ends[n:]
 
 
