@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, add_arguments, from_args
@@ -48,13 +49,27 @@ def _run_parser(sub):
 
 
 def _cmd_run(args) -> int:
-    from .infer.runner import RunConfig, format_table, run
+    from .infer.runner import RunConfig, default_out, format_table, run
 
     cfg = from_args(RunConfig, args, args.config)
+    if cfg.resume:  # the model's defaults as the run recorded them, not as this version has them
+        saved = _saved_config(Path(cfg.out) if cfg.out else default_out(cfg))
+        cfg = from_args(RunConfig, args, args.config, base={k: saved[k] for k in RunConfig.MODEL_DEFAULTS if k in saved})
     summary = run(cfg)
     print(format_table([summary]))
     print(f"\nresults: {summary['out']}/results.jsonl")
     return 0
+
+
+def _saved_config(out: Path) -> dict:
+    """The options a run directory recorded in config.yaml ({} when there is none or it is unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _cmd_eval(args) -> int:

