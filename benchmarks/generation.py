@@ -235,16 +235,19 @@ def demo_greedy(model, tok, name: str, n: int, out: str) -> list[dict]:
     return [r["paths"][0] for r in read_jsonl(f"{out}/results.jsonl")]
 
 
-def grpo_steps(name: str, dtype: str, steps: int, out: str) -> tuple[float, dict]:
-    """`steps` GRPO steps of `crosspath train` (its defaults) -> (median step seconds, first step's row)."""
+def grpo_steps(name: str, dtype: str, steps: int, out: str) -> tuple[float, float, dict]:
+    """`steps` GRPO steps of `crosspath train` (its defaults) -> (median step seconds, CPU seconds per
+    step of the whole fit (model load included), first step's row)."""
     from crosspath.train import TrainConfig
     from crosspath.train.trainer import Trainer
 
     cfg = TrainConfig(algo="grpo", model=name, dtype=dtype, steps=steps, eval_every=0, eval_size=0, save_every=0,
                       log_samples=0, out=out, overwrite=True, tensorboard=False, progress=False,
                       threads=torch.get_num_threads())
+    cpu = time.process_time()
     rows = Trainer(cfg).fit()
-    return statistics.median(r["step_seconds"] for r in rows), rows[0]
+    cpu = (time.process_time() - cpu) / steps
+    return statistics.median(r["step_seconds"] for r in rows), cpu, rows[0]
 
 
 def compiled_generate(model, tok, args) -> list[str]:
@@ -271,7 +274,7 @@ def precision(args) -> list[str]:
 
     table = ["| dtype | " + " | ".join(f"batch {b} tok/s (wall / CPU)" for b in args.precision_batches)
              + " | greedy rows = first | demo greedy: texts = first, answers = first, correct"
-             + f" | GRPO step s (median of {args.train_steps}) | step 1 reward, loss |",
+             + f" | GRPO step s (wall median of {args.train_steps} / CPU mean) | step 1 reward, loss |",
              "|---|" + "---:|" * len(args.precision_batches) + "---|---|---:|---|"]
     compiled, ref, ref_demo = [], {}, None
     tmp = tempfile.mkdtemp(prefix="crosspath-precision-")
@@ -296,8 +299,8 @@ def precision(args) -> list[str]:
         demo_cell = f"{texts}/{len(demo)}, {answers}/{len(demo)}, {sum(p['correct'] for p in demo)}/{len(demo)}"
         step_cell, first_cell = "", ""
         if args.train_steps:
-            step_s, first = grpo_steps(args.model, dt, args.train_steps, f"{tmp}/train-{dt}")
-            step_cell, first_cell = f"{step_s:.1f}", f"{first['reward_mean']:.3f}, {first['loss']:.4f}"
+            step_s, step_cpu, first = grpo_steps(args.model, dt, args.train_steps, f"{tmp}/train-{dt}")
+            step_cell, first_cell = f"{step_s:.1f} / {step_cpu:.1f}", f"{first['reward_mean']:.3f}, {first['loss']:.4f}"
         if args.compile:
             compiled += compiled_generate(model, tok, args)
         table.append(f"| {dt} | " + " | ".join(cells) + f" | {', '.join(same)} | {demo_cell} | {step_cell} | {first_cell} |")
