@@ -71,3 +71,15 @@ def test_resume_keeps_the_budgets_the_run_recorded(tmp_path, capsys, tiny_gen):
     # a flag that contradicts the record is still refused by name
     assert main([*argv, "--limit", "2", "--resume", "--round-tokens", "4"]) == 2
     assert "round_tokens" in capsys.readouterr().err
+
+
+def test_demo_loads_the_model_once_for_both_methods(tmp_path, monkeypatch, capsys, tiny_gen):
+    from crosspath.infer import runner
+
+    loads = []
+    monkeypatch.setattr(runner, "make_generator", lambda cfg: loads.append(cfg.dtype) or tiny_gen)
+    assert main(["demo", "--model", "tiny-random", "--limit", "1", "--dtype", "float32", "--out", str(tmp_path)]) == 0
+    assert loads == ["float32"]
+    for method in ("independent", "leap"):
+        assert len(read_results(tmp_path / method / "results.jsonl")) == 1
+    assert "| independent | demo | 4 | 1 |" in capsys.readouterr().out
