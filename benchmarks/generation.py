@@ -31,6 +31,18 @@ Prints the machine and the command, then two Markdown tables:
    (prefill + first token), the part the kept cache speeds up; the decode steps after it cost the
    same on both sides. Median of `--repeats` after a warm-up; each session repeat opens a fresh
    path (the prefix prefill is not timed: it is paid once per path in LeaP).
+
+3. Precision (`--dtypes float32,bfloat16`; empty skips it). For each dtype, side by side in one run:
+   a fresh model in that dtype; the hf backend's greedy decode (EOS off, `--max-tokens`) at
+   `--precision-batches` (1, and 16: the rows of one `crosspath demo` batch), median of `--repeats`
+   after a warm-up, as tokens per wall second and per CPU second of the process (with `--threads 1`
+   the CPU figure is what an idle core gives; on a shared machine the wall figure is not); the
+   greedy rows identical to the first dtype's; greedy answers on the first `--demo-questions` of the
+   demo task at the demo's per-path budget (256 tokens), identical texts / answers to the first
+   dtype, and their accuracy; and `--train-steps` GRPO steps of `crosspath train` (the defaults: 2
+   questions x 8 completions x 64 tokens, LoRA; no evaluation, no checkpoint), median step seconds.
+   `--compile` adds `model.generate` at batch 1 with a static cache, eager and under torch.compile
+   (first call, which compiles, timed apart).
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ MODES = "greedy,sampled"  # also: sampled-seed (ours with a per-request seed: on
 SAMPLED = dict(temperature=0.6, top_p=0.95)
 PREFIX_TOKENS, APPEND_TOKENS, CONTINUE_TOKENS = 1000, 50, 50
 TARGET_CONTINUATION, TARGET_FIRST_TOKEN = 4.0, 15.0  # issue 17: session speed-ups over re-encoding
+DTYPES, PRECISION_BATCHES, DEMO_QUESTIONS, TRAIN_STEPS = "float32,bfloat16", "1,16", 12, 3
 
 QUESTIONS = [  # different lengths, so batched prompts really are left-padded
     "What is 17 + 25?",
@@ -88,13 +101,13 @@ def revision() -> str:
 
 
 # ---- one timed call on each side ---------------------------------------------------------------
-def run_model_generate(model, tok, prompts: list[str], max_tokens: int, sampling: dict | None):
-    """-> (seconds, tokens generated, generated ids per row)."""
+def run_model_generate(model, tok, prompts: list[str], max_tokens: int, sampling: dict | None, **extra):
+    """-> (seconds, tokens generated, generated ids per row); `extra` goes to model.generate."""
     t0 = time.perf_counter()
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     kw = dict(do_sample=True, top_k=0, **sampling) if sampling else dict(do_sample=False)
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_tokens, eos_token_id=model.config.vocab_size, pad_token_id=tok.pad_token_id, **kw)
+        out = model.generate(**enc, max_new_tokens=max_tokens, eos_token_id=model.config.vocab_size, pad_token_id=tok.pad_token_id, **kw, **extra)
     new = out[:, enc["input_ids"].shape[1]:]  # [B, max_tokens]
     tok.batch_decode(new, skip_special_tokens=True)
     return time.perf_counter() - t0, new.numel(), new.tolist()
@@ -202,6 +215,108 @@ def continuation(model, tok, gen: HFGenerator, args) -> list[str]:
     ]
 
 
+# ---- 3. precision --------------------------------------------------------------------------------
+def timed(fn, repeats: int):
+    """One warm-up call, then `repeats` -> (median wall s, median CPU s of this process, last result)."""
+    fn()
+    walls, cpus, out = [], [], None
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus), out
+
+
+def demo_greedy(model, tok, name: str, n: int, out: str) -> list[dict]:
+    """Greedy answers on the first n demo questions at `crosspath demo`'s per-path budget."""
+    from crosspath.infer.runner import RunConfig, run
+
+    cfg = RunConfig(method="greedy", model=name, task="demo", limit=n, max_tokens=224, answer_tokens=32,
+                    batch_questions=n, out=out, overwrite=True)
+    run(cfg, generator=HFGenerator(model, tok), progress=False, log=lambda _: None)
+    from crosspath.jsonl import read_jsonl
+
+    return [r["paths"][0] for r in read_jsonl(f"{out}/results.jsonl")]
+
+
+def grpo_steps(name: str, dtype: str, steps: int, out: str) -> tuple[float, float, dict]:
+    """`steps` GRPO steps of `crosspath train` (its defaults) -> (median step seconds, CPU seconds per
+    step of the whole fit (model load included), first step's row)."""
+    from crosspath.train import TrainConfig
+    from crosspath.train.trainer import Trainer
+
+    cfg = TrainConfig(algo="grpo", model=name, dtype=dtype, steps=steps, eval_every=0, eval_size=0, save_every=0,
+                      log_samples=0, out=out, overwrite=True, tensorboard=False, progress=False,
+                      threads=torch.get_num_threads())
+    cpu = time.process_time()
+    rows = Trainer(cfg).fit()
+    cpu = (time.process_time() - cpu) / steps
+    return statistics.median(r["step_seconds"] for r in rows), cpu, rows[0]
+
+
+def compiled_generate(model, tok, args) -> list[str]:
+    """model.generate at batch 1: dynamic cache, static cache, static cache + torch.compile."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    cc = CompileConfig()
+    cc._compile_all_devices = True  # transformers compiles on CUDA only unless told
+    prompt = [render_prompt(tok, QUESTIONS[0])]
+    rows = []
+    for name, kw in [("dynamic cache", {}), ("static cache", dict(cache_implementation="static")),
+                     ("static cache + torch.compile", dict(cache_implementation="static", compile_config=cc))]:
+        t0 = time.perf_counter()
+        ids0 = run_model_generate(model, tok, prompt, args.max_tokens, None, **kw)[2]
+        first = time.perf_counter() - t0
+        wall, cpu, (_, n, ids) = timed(lambda: run_model_generate(model, tok, prompt, args.max_tokens, None, **kw),
+                                       args.repeats)
+        rows.append(f"| {model.dtype} | {name} | {first:.1f} | {n / wall:.1f} | {n / cpu:.1f} | {ids == ids0} |")
+    return rows
+
+
+def precision(args) -> list[str]:
+    import tempfile
+
+    table = ["| dtype | " + " | ".join(f"batch {b} tok/s (wall / CPU)" for b in args.precision_batches)
+             + " | greedy rows = first | demo greedy: texts = first, answers = first, correct"
+             + f" | GRPO step s (wall median of {args.train_steps} / CPU mean) | step 1 reward, loss |",
+             "|---|" + "---:|" * len(args.precision_batches) + "---|---|---:|---|"]
+    compiled, ref, ref_demo = [], {}, None
+    tmp = tempfile.mkdtemp(prefix="crosspath-precision-")
+    for dt in args.dtypes:
+        model, tok = load_model(args.model, dtype=dt)
+        tok.padding_side = "left"
+        gen = HFGenerator(model, tok, max_batch=max(args.precision_batches))
+        gen.eos_ids = set()
+        cells, same = [], []
+        for b in args.precision_batches:
+            prompts = [render_prompt(tok, QUESTIONS[i % len(QUESTIONS)]) for i in range(b)]
+            params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+            wall, cpu, (_, n, ids) = timed(lambda: run_ours(gen, prompts, params), args.repeats)
+            cells.append(f"{n / wall:.1f} / {n / cpu:.1f}")
+            ref.setdefault(b, ids)
+            same.append(f"{sum(x == y for x, y in zip(ids, ref[b]))}/{b}")
+            print(f"  {dt} batch {b}: {n / wall:.1f} tok/s wall, {n / cpu:.1f} per CPU s", file=sys.stderr, flush=True)
+        demo = demo_greedy(model, tok, args.model, args.demo_questions, f"{tmp}/demo-{dt}") if args.demo_questions else []
+        ref_demo = ref_demo or demo
+        texts = sum(a["text"] == b["text"] for a, b in zip(demo, ref_demo))
+        answers = sum(a["answer"] == b["answer"] for a, b in zip(demo, ref_demo))
+        demo_cell = f"{texts}/{len(demo)}, {answers}/{len(demo)}, {sum(p['correct'] for p in demo)}/{len(demo)}"
+        step_cell, first_cell = "", ""
+        if args.train_steps:
+            step_s, step_cpu, first = grpo_steps(args.model, dt, args.train_steps, f"{tmp}/train-{dt}")
+            step_cell, first_cell = f"{step_s:.1f} / {step_cpu:.1f}", f"{first['reward_mean']:.3f}, {first['loss']:.4f}"
+        if args.compile:
+            compiled += compiled_generate(model, tok, args)
+        table.append(f"| {dt} | " + " | ".join(cells) + f" | {', '.join(same)} | {demo_cell} | {step_cell} | {first_cell} |")
+        del model, gen
+    if compiled:
+        table += ["", "model.generate at batch 1, greedy, EOS off (first call compiles under torch.compile):", "",
+                  "| dtype | cache | first call s | tok/s wall | tok/s CPU | output = first call |",
+                  "|---|---|---:|---:|---:|---|", *compiled]
+    return table
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=MODEL, help="a crosspath model name, HF id or local folder")
@@ -213,7 +328,18 @@ def main(argv=None) -> None:
     ap.add_argument("--prefix-tokens", type=int, default=PREFIX_TOKENS, help="continuation: prefix length")
     ap.add_argument("--append-tokens", type=int, default=APPEND_TOKENS, help="continuation: appended text length")
     ap.add_argument("--continue-tokens", type=int, default=CONTINUE_TOKENS, help="continuation: tokens generated")
+    ap.add_argument("--dtypes", default=DTYPES, help="precision: comma-separated dtypes, the first is the reference "
+                                                     "(empty: skip the section)")
+    ap.add_argument("--precision-batches", default=PRECISION_BATCHES, help="precision: batch sizes of the decode")
+    ap.add_argument("--demo-questions", type=int, default=DEMO_QUESTIONS, help="precision: greedy demo questions (0: skip)")
+    ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help="precision: GRPO steps timed (0: skip)")
+    ap.add_argument("--compile", action="store_true", help="precision: also model.generate with a static cache and "
+                                                           "torch.compile (compiling takes minutes on a small CPU)")
+    ap.add_argument("--sections", default="throughput,continuation,precision", help="comma-separated sections to run")
     args = ap.parse_args(argv)
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    args.precision_batches = [int(b) for b in args.precision_batches.split(",") if b]
+    args.sections = set(args.sections.split(","))
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     args.modes = [m for m in args.modes.split(",") if m]
     if args.threads:
@@ -224,16 +350,23 @@ def main(argv=None) -> None:
     print(f"Command: `python {shlex.join(sys.argv)}`  ")
     print(f"Machine: {machine()}; load average at start: {os.getloadavg()[0]:.2f}  ")
     print(f"crosspath revision: {revision()}  ")
-    model, tok = load_model(args.model)
-    tok.padding_side = "left"
-    gen = HFGenerator(model, tok, max_batch=max(args.batch_sizes))
-    gen.eos_ids = set()  # EOS off: every row writes exactly max_tokens (see the docstring)
-    print(f"Model: {args.model} on {gen.device}, {model.dtype}; max_tokens {args.max_tokens}; "
-          f"median of {args.repeats} after a warm-up; sampled = temperature {SAMPLED['temperature']}, top_p {SAMPLED['top_p']}\n")
-    print("## Throughput (tokens/s, higher is better; ratio = crosspath / model.generate)\n")
-    print("\n".join(throughput(model, tok, gen, args)) + "\n", flush=True)
-    print("## Session continuation (one path, greedy)\n")
-    print("\n".join(continuation(model, tok, gen, args)) + "\n")
+    if args.sections & {"throughput", "continuation"}:
+        model, tok = load_model(args.model, dtype="float32")
+        tok.padding_side = "left"
+        gen = HFGenerator(model, tok, max_batch=max(args.batch_sizes))
+        gen.eos_ids = set()  # EOS off: every row writes exactly max_tokens (see the docstring)
+        print(f"Model: {args.model} on {gen.device}, {model.dtype}; max_tokens {args.max_tokens}; "
+              f"median of {args.repeats} after a warm-up; sampled = temperature {SAMPLED['temperature']}, top_p {SAMPLED['top_p']}\n")
+    if "throughput" in args.sections:
+        print("## Throughput (tokens/s, higher is better; ratio = crosspath / model.generate)\n")
+        print("\n".join(throughput(model, tok, gen, args)) + "\n", flush=True)
+    if "continuation" in args.sections:
+        print("## Session continuation (one path, greedy)\n")
+        print("\n".join(continuation(model, tok, gen, args)) + "\n")
+    if "precision" in args.sections and args.dtypes:
+        print(f"## Precision: {' vs '.join(args.dtypes)} (hf backend greedy decode, EOS off, {args.max_tokens} tokens; "
+              f"demo greedy answers; GRPO steps)\n")
+        print("\n".join(precision(args)) + "\n", flush=True)
     print(f"Total wall time: {time.perf_counter() - t_start:.0f} s; load average at end: {os.getloadavg()[0]:.2f} "
           f"(other processes on this machine take CPU from the benchmark when it is above 0)")
 

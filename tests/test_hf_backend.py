@@ -224,18 +224,23 @@ def test_smollm2_answers_a_sum(smollm2):
     assert "7" in out[0].text
 
 
-def test_dtype_auto_is_bf16_on_cuda_only():
+def test_dtype_auto_is_bf16_on_cuda_and_on_cpus_with_bf16(monkeypatch):
+    from crosspath import models
     from crosspath.models import ModelError, resolve_dtype
 
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
     assert resolve_dtype("auto", "cuda") == torch.bfloat16 and resolve_dtype("auto", "cuda:1") == torch.bfloat16
     assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("float16", "cpu") == torch.float16
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert resolve_dtype("auto", "cpu") == torch.bfloat16 and resolve_dtype("float32", "cpu") == torch.float32
+    assert resolve_dtype("auto", "mps") == torch.float32  # only CPUs are probed
     with pytest.raises(ModelError, match="unknown dtype"):
         resolve_dtype("fp33", "cpu")
 
 
 def test_device_map_loads_and_sessions_still_match(tiny_gen):
     """`device_map="auto"` (one device here): the same greedy text, through the session API, as a plain load."""
-    g = HFGenerator.from_name("tiny-random", device_map="auto")
+    g = HFGenerator.from_name("tiny-random", dtype="float32", device_map="auto")
     assert g.dtype == "float32"
     prompts = ["Hello there", "One two three four"]
     params = SamplingParams(max_tokens=6, temperature=0)

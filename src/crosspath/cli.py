@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, add_arguments, from_args
+from .config import DTYPES, ConfigError, add_arguments, from_args
 from .errors import CrosspathError
 
 
@@ -48,13 +49,27 @@ def _run_parser(sub):
 
 
 def _cmd_run(args) -> int:
-    from .infer.runner import RunConfig, format_table, run
+    from .infer.runner import RunConfig, default_out, format_table, run
 
     cfg = from_args(RunConfig, args, args.config)
+    if cfg.resume:  # the model's defaults as the run recorded them, not as this version has them
+        saved = _saved_config(Path(cfg.out) if cfg.out else default_out(cfg))
+        cfg = from_args(RunConfig, args, args.config, base={k: saved[k] for k in RunConfig.MODEL_DEFAULTS if k in saved})
     summary = run(cfg)
     print(format_table([summary]))
     print(f"\nresults: {summary['out']}/results.jsonl")
     return 0
+
+
+def _saved_config(out: Path) -> dict:
+    """The options a run directory recorded in config.yaml ({} when there is none or it is unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _cmd_eval(args) -> int:
@@ -110,10 +125,10 @@ def _cmd_recipes(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .infer.budget import path_budget
-    from .infer.runner import RunConfig, format_table, run
+    from .infer.runner import RunConfig, format_table, make_generator, run
 
     common = dict(model=args.model, task="demo", limit=args.limit, paths=4, overwrite=True, batch_questions=4,
-                  threads=args.threads)
+                  threads=args.threads, dtype=args.dtype)
     leap = RunConfig(method="leap", rounds=2, round_tokens=96, summary_tokens=32, answer_tokens=32, peers_k=2,
                      router="dispersed", out=f"{args.out}/leap", **common)
     budget = path_budget(leap)
@@ -121,7 +136,12 @@ def _cmd_demo(args) -> int:
                       out=f"{args.out}/independent", **common)
     print(f"crosspath demo: {args.model} on the shipped demo task, {args.limit} questions, N=4 paths, "
           f"equal per-path budget of {budget} tokens")
-    sums = [run(indep), run(leap)]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    gen = make_generator(leap)  # one model, loaded once, for both methods
+    sums = [run(indep, generator=gen), run(leap, generator=gen)]
     print("\n" + format_table(sums))
     from .infer.analysis import analyze
 
@@ -154,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, default=12, help="questions of the demo task (default: 12)")
     d.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; on a shared machine 1 is often faster)")
+    d.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="weights dtype (default: auto, see `crosspath run --help`: bfloat16 on CUDA and on CPUs with "
+                        "bf16 instructions, else float32)")
     d.add_argument("--out", default="runs/demo", help="parent folder of the two run directories (default: runs/demo)")
     d.set_defaults(func=_cmd_demo)
     for extra in ("train", "distill", "serve", "report"):

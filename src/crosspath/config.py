@@ -145,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozens
         tp, inner = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         notes = ([f"default: {default}"] if default not in (None, [], ()) else []) + (
+            [model_notes(f.name)] if f.name in getattr(cls, "MODEL_DEFAULTS", ()) else []) + (
             [bounds_text(f.metadata)] if bounds_text(f.metadata) else [])
         help_ = f.metadata.get("help", "") + (f" ({'; '.join(notes)})" if notes else "")
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
@@ -158,6 +159,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: set[str] = frozens
             parser.add_argument(flag(f.name), nargs=f.metadata.get("nargs", "+"), type=inner, metavar=f.name.upper(), **kw)
         else:
             parser.add_argument(flag(f.name), type=tp, metavar=f.name.upper(), **kw)
+
+
+def model_notes(name: str) -> str:
+    """'with smollm2-135m or tiny-random: 96' for an option some known models set (see models.py)."""
+    from .models import MODELS
+
+    by_value: dict[Any, list[str]] = {}
+    for m, spec in MODELS.items():
+        if name in spec.defaults:
+            by_value.setdefault(spec.defaults[name], []).append(m)
+    return "; ".join(f"with {' or '.join(ms)}: {v}" for v, ms in by_value.items())
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -289,8 +301,9 @@ def read_yaml(path: str | Path, cls=None) -> dict[str, Any]:
 
 
 def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None, base: dict | None = None):
-    """Defaults < `base` (e.g. a run's saved config.yaml) < YAML file < flags given on the command
-    line; every value is checked (see `invalid_options`)."""
+    """Defaults < the model's defaults (`apply_model_defaults`) < `base` (e.g. a run's saved
+    config.yaml) < YAML file < flags given on the command line; every value is checked (see
+    `invalid_options`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {k: v for k, v in upgrade_keys(cls, base or {}).items() if k in names}
     origin: dict[str, str] = {}
@@ -302,7 +315,26 @@ def from_args(cls, args: argparse.Namespace, yaml_path: str | None = None, base:
     values.update(flags)
     for k in flags:
         origin.pop(k, None)
+    apply_model_defaults(cls, values, origin)
     return build(cls, values, origin)
+
+
+def apply_model_defaults(cls, values: dict[str, Any], origin: dict[str, str] | None = None) -> dict[str, Any]:
+    """Fill in (in place) the options of `cls.MODEL_DEFAULTS` that `values` lacks with the defaults of
+    the chosen model (`models.model_defaults`; e.g. the small embedded model's LeaP budgets). An option
+    the user set, by flag, YAML file or saved config, is never changed."""
+    from .models import model_defaults
+
+    keys = getattr(cls, "MODEL_DEFAULTS", ())
+    if not keys:
+        return values
+    model = values.get("model", next((f.default for f in dataclasses.fields(cls) if f.name == "model"), None))
+    for k, v in model_defaults(str(model)).items():
+        if k in keys and k not in values:
+            values[k] = v
+            if origin is not None:
+                origin[k] = f"the defaults of model {model}"
+    return values
 
 
 def config_file(name: str) -> Path:

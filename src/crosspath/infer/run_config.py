@@ -17,6 +17,8 @@ METHODS = ("independent", "leap", "greedy", "deepconf", "pacore", "moa")
 @dataclass
 class RunConfig:
     RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+    # options a known model may set when the user does not (models.ModelSpec.defaults; config.from_args)
+    MODEL_DEFAULTS: ClassVar[tuple[str, ...]] = ("rounds", "round_tokens", "summary_tokens", "answer_tokens")
 
     method: str = field("independent", "inference method", choices=METHODS)
     model: str = field(DEFAULT_MODEL, "model name (see `crosspath models`), Hugging Face id or local path")
@@ -28,8 +30,10 @@ class RunConfig:
     api_key: str | None = field(None, "openai backend: API key (default: $OPENAI_API_KEY)")
     served_model: str | None = field(None, "openai backend: model name on the server (default: --model)")
     concurrency: int = field(16, "openai backend: maximum requests in flight", ge=1)
-    dtype: str = field("auto", "hf/vllm: weights dtype: auto (hf: bfloat16 on CUDA, float32 on CPU; vllm: the "
-                               "engine's choice), float32, bfloat16, float16; summary.json records the real one", choices=DTYPES)
+    dtype: str = field("auto", "hf/vllm: weights dtype: auto (hf: bfloat16 on CUDA and on CPUs with bfloat16 "
+                               "instructions, AVX512-BF16 or AMX, where it decodes faster; float32 on other CPUs; "
+                               "vllm: the engine's choice), float32, bfloat16, float16; summary.json records the "
+                               "real one", choices=DTYPES)
     device_map: str | None = field(None, "hf: spread a model larger than one GPU over all of them (auto)")
     tensor_parallel_size: int = field(1, "vllm: GPUs the engine splits the model over", ge=1)
     max_model_len: int | None = field(None, "vllm: longest prompt + completion in tokens (default: the model's)", ge=1)

@@ -44,6 +44,7 @@ class RequestError(ValueError):
 @dataclass
 class ServeConfig:
     RENAMED: ClassVar[dict[str, str]] = {"top_k": "peers_k"}  # old flag / YAML key, accepted with a warning
+    MODEL_DEFAULTS: ClassVar[tuple[str, ...]] = RunConfig.MODEL_DEFAULTS  # the model's budgets, as for `run`
 
     # ---- model and backend ----
     model: str = reuse("model")
