@@ -14,6 +14,7 @@ from crosspath.train import trainer as trainer_mod
 from crosspath.train.data import PROMPT, THINK_PROMPT, prompt_text, reward, think_correct
 from crosspath.train.format import marked_thinking, rewrite
 from crosspath.train.trainer import Trainer
+from train_helpers import config as base_config, lora_state, metrics
 
 SUM = Problem("p", "What is 3 + 4?", "7")
 
@@ -37,20 +38,8 @@ def fake_reward(monkeypatch):
 
 
 def config(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(model="tiny-random", device="cpu", steps=2, questions_per_step=2, group_size=4, max_new_tokens=8,
-                train_size=40, eval_size=4, eval_every=0, save_every=1, warmup_ratio=0.0, lr=1e-2,
-                max_grad_norm=1.0, answer_format="think", format_warmup_questions=4, tensorboard=False,
-                progress=False, out=str(tmp_path / name))
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def lora_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
-
-
-def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """train_helpers.config with the thinking format (and a 4-question warm-up pool)."""
+    return base_config(tmp_path, name, **{"answer_format": "think", "format_warmup_questions": 4, **kw})
 
 
 @pytest.mark.parametrize("template", [PROMPT, THINK_PROMPT])
