@@ -30,21 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import statistics
 import sys
 from pathlib import Path
 
+from shared import mcnemar_p
+
 ALGOS = ("grpo", "m3po", "leap")
 ADAPTERS = ("base",) + ALGOS
 METHODS = ("independent", "leap")
-
-
-def _mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar (sign) test on the discordant counts."""
-    k, d = min(only_a, only_b), only_a + only_b
-    return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
 
 
 def _lines(path: Path) -> list[dict]:
@@ -170,11 +165,11 @@ def table(args) -> str:
         c = [sum(ca[i] and cb[i] for i in ids), sum(ca[i] and not cb[i] for i in ids),
              sum(cb[i] and not ca[i] for i in ids), sum(not ca[i] and not cb[i] for i in ids)]
         pooled = [x + y for x, y in zip(pooled, c)]
-        paired.append(f"| {seed} | {len(ids)} | " + " | ".join(map(str, c)) + f" | {_mcnemar_p(c[1], c[2]):.3f} |")
+        paired.append(f"| {seed} | {len(ids)} | " + " | ".join(map(str, c)) + f" | {mcnemar_p(c[1], c[2]):.3f} |")
     if paired:
         if len(paired) > 1:
             paired.append(f"| all | {sum(pooled)} | " + " | ".join(map(str, pooled)) +
-                          f" | {_mcnemar_p(pooled[1], pooled[2]):.3f} |")
+                          f" | {mcnemar_p(pooled[1], pooled[2]):.3f} |")
         out += ["", "Paired on the same questions (cons@4 correct): LeaP-GRPO + LeaP vs GRPO + independent", "",
                 "| seed | questions | both right | only LeaP-GRPO+LeaP | only GRPO+independent | both wrong | "
                 "exact McNemar p |", "|---|---|---|---|---|---|---|"] + paired

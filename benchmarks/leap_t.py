@@ -43,7 +43,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from crosspath.infer.analysis import influence, influence_table  # noqa: E402
 from crosspath.infer.runner import RunConfig, read_results, run  # noqa: E402
-from shared import add_leap_options, finished_by_all, header, set_threads  # noqa: E402
+from shared import add_leap_options, finished_by_all, header, mcnemar_p, set_threads  # noqa: E402
 
 # ---- defaults (all overridable on the command line) ------------------------------------------
 MODEL = "smollm2-135m"
@@ -151,19 +151,6 @@ def stage_eval(a, seed: int, base_gen) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {name} q<{upto}: pass@1 {s['pass_at_1']:.3f} "
                   f"cons@{a.paths} {s['cons_at_n']:.3f} tokens/q {s['tokens_per_question']:.0f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar (sign) test on the discordant counts.
-
-    >>> mcnemar_p(0, 0), round(mcnemar_p(8, 1), 4)
-    (1.0, 0.0391)
-    """
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def row_stats(rows: list[dict], a, leap: bool) -> dict:

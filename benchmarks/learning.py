@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import statistics
@@ -46,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 from crosspath.envinfo import machine
+from shared import mcnemar_p
 
 RESULTS = Path(__file__).parent / "results" / "learning.jsonl"
 
@@ -155,12 +155,6 @@ def _correct_ids(run: Path, step: int) -> list[str]:
     return sorted(r["id"] for r in map(json.loads, path.read_text().splitlines()) if r["correct"])
 
 
-def _mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar (sign) test on the discordant counts."""
-    k, d = min(only_a, only_b), only_a + only_b
-    return min(1.0, 2 * sum(math.comb(d, i) for i in range(k + 1)) / 2 ** d) if d else 1.0
-
-
 def _paired(rows: list[dict]) -> list[str]:
     """GRPO vs M3PO on the same questions, per seed (and pooled over seeds): agreement counts and an
     exact McNemar test. The pooled test treats the seeds' disagreements as independent, which they are
@@ -176,9 +170,9 @@ def _paired(rows: list[dict]) -> list[str]:
         tot = pooled.setdefault((model, steps), [0, 0, 0, 0])
         pooled[(model, steps)] = [x + y for x, y in zip(tot, counts)]
         out.append(f"| {model} | {steps} | {seed} | " + " | ".join(map(str, counts)) +
-                   f" | {_mcnemar_p(counts[1], counts[2]):.3f} |")
+                   f" | {mcnemar_p(counts[1], counts[2]):.3f} |")
     for (model, steps), c in pooled.items():
-        out.append(f"| {model} | {steps} | all | " + " | ".join(map(str, c)) + f" | {_mcnemar_p(c[1], c[2]):.3f} |")
+        out.append(f"| {model} | {steps} | all | " + " | ".join(map(str, c)) + f" | {mcnemar_p(c[1], c[2]):.3f} |")
     return out
 
 
@@ -195,7 +189,7 @@ def _variants(rows: list[dict]) -> list[str]:
         ng = lambda x: f"{100 * x['stats']['no_gradient_steps']:.0f}" if "stats" in x else "-"  # noqa: E731
         out.append(f"| {model} | {steps} | {seed} | {name} | {100 * r['before']:.1f} / {100 * r['after']:.1f} | "
                    f"{100 * base['after']:.1f} | {len(a - b)} / {len(b - a)} | "
-                   f"{_mcnemar_p(len(a - b), len(b - a)):.3f} | "
+                   f"{mcnemar_p(len(a - b), len(b - a)):.3f} | "
                    f"{ng(r)} ({ng(base)}) | {step_seconds(r):.1f} ({step_seconds(base):.1f}) |")
     return out
 

@@ -38,7 +38,7 @@ from crosspath.infer.aggregate import AGGREGATORS
 from crosspath.infer.runner import RunConfig, make_generator, read_results, run
 from crosspath.envinfo import machine
 from crosspath.tasks.metrics import mean_stderr
-from shared import finished_by_all
+from shared import finished_by_all, mcnemar_p
 
 TASK_OPTIONS = dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1)  # rg:chain_sum, 1-digit sums
 
@@ -102,6 +102,18 @@ def table(a) -> tuple[str, list[dict]]:
                 acc = [_majority_correct([p for p in r["paths"] if p["round"] == k], r) for r in rows]
                 toks = sum(p["tokens"] for r in rows for p in r["paths"] if p["round"] <= k) / len(rows)
                 points.append({"label": f"pacore round {k}", "tokens": toks, "accuracy": sum(acc) / len(acc)})
+    base = {r["id"]: bool(r["aggregates"]["majority"]["correct"]) for r in runs["independent"] if r["id"] in common}
+    paired = []
+    for name, rows in runs.items():
+        agg = "conf_weighted" if name.startswith("deepconf") or name == "leap-conf" else "majority"
+        got = {r["id"]: bool(r["aggregates"][agg]["correct"]) for r in rows
+               if r["id"] in base and agg in r.get("aggregates", {})}
+        if name != "independent" and len(got) == len(base) and base:
+            wins, losses = sum(got[i] and not base[i] for i in base), sum(base[i] and not got[i] for i in base)
+            paired.append(f"{name} {wins} / {losses} (p = {mcnemar_p(wins, losses):.3f})")
+    if paired:
+        lines += ["", "Paired per question against independent + majority (exact McNemar on the aggregated "
+                      "answer, wins / losses): " + ", ".join(paired)]
     return "\n".join(lines), points
 
 

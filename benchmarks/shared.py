@@ -1,8 +1,10 @@
 """What the LeaP benchmark scripts share: the LeaP shape options (each script passes its defaults),
-the header every output starts with, and the questions every configuration has finished."""
+the header every output starts with, the questions every configuration has finished, and the
+exact McNemar test of paired comparisons."""
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
@@ -39,3 +41,16 @@ def finished_by_all(runs: dict[str, list[dict] | None]) -> set[str]:
     """Ids of the questions every configuration that has run (non-empty results) has finished."""
     done = [{r["id"] for r in rows} for rows in runs.values() if rows]
     return set.intersection(*done) if done else set()
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar (sign) test on the discordant counts.
+
+    >>> mcnemar_p(0, 0), round(mcnemar_p(8, 1), 4)
+    (1.0, 0.0391)
+    """
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
