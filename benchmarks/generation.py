@@ -43,6 +43,19 @@ Prints the machine and the command, then two Markdown tables:
    questions x 8 completions x 64 tokens, LoRA; no evaluation, no checkpoint), median step seconds.
    `--compile` adds `model.generate` at batch 1 with a static cache, eager and under torch.compile
    (first call, which compiles, timed apart).
+
+4. llama.cpp (`--sections llamacpp`; needs llama-cpp-python, the `bench` extra, which compiles
+   llama.cpp for this CPU). Single-path greedy decode, EOS off, `--llama-tokens` tokens after the
+   same prompt token ids (the model's chat template around the first question, tokenised by the
+   Hugging Face tokenizer on both sides), prompt prefill included on both sides, median of
+   `--repeats` after a warm-up, in tokens per wall second and per CPU second of the process (the
+   same `--threads` on both sides): the hf backend in each of `--dtypes` next to llama.cpp on each
+   GGUF file. GGUF files: `--gguf FILE,...`, or converted here from the Hugging Face weights with
+   llama.cpp's own converter: `--llama-cpp-src DIR` (a llama.cpp checkout, or the `vendor/llama.cpp`
+   folder of the llama-cpp-python source archive: `pip download llama-cpp-python --no-deps
+   --no-binary :all:`) and `--gguf-types` (the converter's f32, bf16, q8_0, ..., and q4_0 / q4_1 /
+   q5_1 / q4_k_m, quantized from the f32 file through llama.cpp's quantize API). The last column
+   counts the leading tokens equal to the hf float32 (first dtype) greedy output.
 """
 
 from __future__ import annotations
@@ -317,6 +330,99 @@ def precision(args) -> list[str]:
     return table
 
 
+# ---- 4. llama.cpp ---------------------------------------------------------------------------------
+QUANTIZED = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q4_k_m": 15}  # llama.cpp's LLAMA_FTYPE_MOSTLY_* ids
+
+
+def gguf_files(args, tmp: str) -> list[str]:
+    """The GGUF files to time: --gguf as given, else converted from the model's weights (see the docstring)."""
+    import subprocess
+    from pathlib import Path
+
+    from crosspath.models import resolve
+
+    if args.gguf:
+        return args.gguf
+    if not args.llama_cpp_src:
+        sys.exit("the llamacpp section needs --gguf FILE,... or --llama-cpp-src DIR (see --help)")
+    script = Path(args.llama_cpp_src) / "convert_hf_to_gguf.py"
+    if not script.is_file():
+        sys.exit(f"{script} not found: --llama-cpp-src must be a llama.cpp source folder")
+    out, f32 = [], None
+    for t in args.gguf_types:
+        dest = f"{tmp}/model-{t}.gguf"
+        if t in QUANTIZED:  # from the f32 file, with the library's quantizer
+            import llama_cpp
+
+            if f32 is None:
+                f32 = f"{tmp}/model-f32.gguf"
+                if not Path(f32).exists():
+                    subprocess.run([sys.executable, str(script), resolve(args.model), "--outtype", "f32",
+                                    "--outfile", f32], check=True, capture_output=True)
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = QUANTIZED[t]
+            if llama_cpp.llama_model_quantize(f32.encode(), dest.encode(), params) != 0:
+                sys.exit(f"llama.cpp could not quantize {f32} to {t}")
+        else:
+            subprocess.run([sys.executable, str(script), resolve(args.model), "--outtype", t, "--outfile", dest],
+                           check=True, capture_output=True)
+            f32 = dest if t == "f32" else f32
+        out.append(dest)
+    return out
+
+
+def llamacpp(args) -> list[str]:
+    """hf backend (each dtype) and llama.cpp (each GGUF file): single-path greedy decode tokens/s."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        sys.exit("llama-cpp-python is not installed: pip install 'crosspath[bench]' (it compiles llama.cpp)")
+    n, threads = args.llama_tokens, torch.get_num_threads()
+    table = ["| engine | weights | tok/s wall | tok/s per CPU s | hf / llama.cpp (wall) | leading tokens = hf "
+             f"{args.dtypes[0]} (of {n}) |", "|---|---|---:|---:|---|---|"]
+    rows, ref = [], None  # (engine, weights, wall tok/s, cpu tok/s, ids)
+    prompt = None
+    for dt in args.dtypes:
+        model, tok = load_model(args.model, dtype=dt)
+        gen = HFGenerator(model, tok, max_batch=1)
+        gen.eos_ids = set()
+        prompt = render_prompt(tok, QUESTIONS[0])
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        params = SamplingParams(max_tokens=n, temperature=0.0)
+        wall, cpu, (_, k, ids) = timed(lambda: run_ours(gen, [prompt], params), args.repeats)
+        ref = ref or ids[0]
+        rows.append(("transformers (crosspath hf backend)", dt, k / wall, k / cpu, ids[0]))
+        print(f"  hf {dt}: {k / wall:.1f} tok/s wall", file=sys.stderr, flush=True)
+        del model, gen
+    tmp = tempfile.mkdtemp(prefix="crosspath-gguf-")
+    for path in gguf_files(args, tmp):
+        llm = Llama(model_path=path, n_ctx=len(prompt_ids) + n + 8, n_threads=threads, n_threads_batch=threads,
+                    verbose=False)
+
+        def decode():
+            llm.reset()  # no prefix reuse between repeats: every call reads the prompt, as the hf side does
+            out = []
+            for t in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+                out.append(t)
+                if len(out) == n:
+                    break
+            return 0.0, len(out), [out]
+
+        wall, cpu, (_, k, ids) = timed(decode, args.repeats)
+        rows.append(("llama.cpp (llama-cpp-python)", Path(path).stem, k / wall, k / cpu, ids[0]))
+        print(f"  llama.cpp {Path(path).name}: {k / wall:.1f} tok/s wall", file=sys.stderr, flush=True)
+        del llm
+    best = max((r[2] for r in rows if r[0].startswith("llama")), default=None)
+    for engine, weights, w, c, ids in rows:
+        same = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
+        ratio = f"{w / best:.2f} (of the fastest GGUF)" if best and engine.startswith("trans") else ""
+        table.append(f"| {engine} | {weights} | {w:.1f} | {c:.1f} | {ratio} | {same} |")
+    return table
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=MODEL, help="a crosspath model name, HF id or local folder")
@@ -335,11 +441,19 @@ def main(argv=None) -> None:
     ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help="precision: GRPO steps timed (0: skip)")
     ap.add_argument("--compile", action="store_true", help="precision: also model.generate with a static cache and "
                                                            "torch.compile (compiling takes minutes on a small CPU)")
-    ap.add_argument("--sections", default="throughput,continuation,precision", help="comma-separated sections to run")
+    ap.add_argument("--sections", default="throughput,continuation,precision",
+                    help="comma-separated sections to run: throughput, continuation, precision, llamacpp")
+    ap.add_argument("--llama-tokens", type=int, default=128, help="llamacpp: greedy tokens per call")
+    ap.add_argument("--gguf", default="", help="llamacpp: comma-separated GGUF files of the same model")
+    ap.add_argument("--llama-cpp-src", default="", help="llamacpp: llama.cpp source folder whose "
+                                                        "convert_hf_to_gguf.py converts the model (when no --gguf)")
+    ap.add_argument("--gguf-types", default="f32,bf16,q8_0,q4_1", help="llamacpp: GGUF types to convert to")
     args = ap.parse_args(argv)
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.precision_batches = [int(b) for b in args.precision_batches.split(",") if b]
     args.sections = set(args.sections.split(","))
+    args.gguf = [g for g in args.gguf.split(",") if g]
+    args.gguf_types = [t for t in args.gguf_types.split(",") if t]
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     args.modes = [m for m in args.modes.split(",") if m]
     if args.threads:
@@ -367,6 +481,10 @@ def main(argv=None) -> None:
         print(f"## Precision: {' vs '.join(args.dtypes)} (hf backend greedy decode, EOS off, {args.max_tokens} tokens; "
               f"demo greedy answers; GRPO steps)\n")
         print("\n".join(precision(args)) + "\n", flush=True)
+    if "llamacpp" in args.sections:
+        print(f"## llama.cpp: single-path greedy decode, {args.llama_tokens} tokens, EOS off, prompt prefill "
+              f"included, {torch.get_num_threads()} thread(s) on both sides\n")
+        print("\n".join(llamacpp(args)) + "\n", flush=True)
     print(f"Total wall time: {time.perf_counter() - t_start:.0f} s; load average at end: {os.getloadavg()[0]:.2f} "
           f"(other processes on this machine take CPU from the benchmark when it is above 0)")
 
