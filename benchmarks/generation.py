@@ -54,8 +54,11 @@ Prints the machine and the command, then two Markdown tables:
    llama.cpp's own converter: `--llama-cpp-src DIR` (a llama.cpp checkout, or the `vendor/llama.cpp`
    folder of the llama-cpp-python source archive: `pip download llama-cpp-python --no-deps
    --no-binary :all:`) and `--gguf-types` (the converter's f32, bf16, q8_0, ..., and q4_0 / q4_1 /
-   q5_1 / q4_k_m, quantized from the f32 file through llama.cpp's quantize API). The last column
-   counts the leading tokens equal to the hf float32 (first dtype) greedy output.
+   q5_1 / q4_k_m, quantized from the f32 file through llama.cpp's quantize API). Each GGUF file is
+   timed in a child process, so a crash inside llama.cpp (a native library) shows as that file's
+   row and the others still run. The ratio column is hf tokens/s over llama.cpp's (the issue's
+   target: >= 0.5); the last column counts the leading tokens equal to the hf float32 (first
+   dtype) greedy output.
 """
 
 from __future__ import annotations
@@ -371,18 +374,58 @@ def gguf_files(args, tmp: str) -> list[str]:
     return out
 
 
+def gguf_child(path: str, prompt_ids: list[int], n: int, threads: int, repeats: int) -> dict:
+    """Time llama.cpp on one GGUF file in a child process (this script with --gguf-child), so that a
+    crash inside llama.cpp (a native library) costs only its own row. -> {"wall", "cpu", "k", "ids"}
+    (medians of the timed calls) or {"error": why}."""
+    import json
+    import subprocess
+
+    job = json.dumps({"path": path, "prompt_ids": prompt_ids, "n": n, "threads": threads, "repeats": repeats})
+    proc = subprocess.run([sys.executable, __file__, "--gguf-child"], input=job, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sig = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+        return {"error": f"llama.cpp failed on this file ({sig})"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gguf_child_main() -> None:
+    """--gguf-child: read the job (JSON) on stdin, print the timing (JSON) on stdout."""
+    import json
+
+    from llama_cpp import Llama
+
+    job = json.loads(sys.stdin.read())
+    n, prompt_ids = job["n"], job["prompt_ids"]
+    llm = Llama(model_path=job["path"], n_ctx=len(prompt_ids) + n + 8, n_threads=job["threads"],
+                n_threads_batch=job["threads"], verbose=False)
+
+    def decode():
+        llm.reset()  # no prefix reuse between repeats: every call reads the prompt, as the hf side does
+        out = []
+        for t in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+            out.append(t)
+            if len(out) == n:
+                break
+        return out
+
+    wall, cpu, ids = timed(decode, job["repeats"])
+    print(json.dumps({"wall": wall, "cpu": cpu, "k": len(ids), "ids": ids}))
+
+
 def llamacpp(args) -> list[str]:
     """hf backend (each dtype) and llama.cpp (each GGUF file): single-path greedy decode tokens/s."""
+    import shutil
     import tempfile
     from pathlib import Path
 
     try:
-        from llama_cpp import Llama
+        import llama_cpp  # noqa: F401
     except ImportError:
         sys.exit("llama-cpp-python is not installed: pip install 'crosspath[bench]' (it compiles llama.cpp)")
     n, threads = args.llama_tokens, torch.get_num_threads()
-    table = ["| engine | weights | tok/s wall | tok/s per CPU s | hf / llama.cpp (wall) | leading tokens = hf "
-             f"{args.dtypes[0]} (of {n}) |", "|---|---|---:|---:|---|---|"]
+    table = ["| engine | weights | tok/s wall | tok/s per CPU s | hf / this (wall): hf "
+             f"{args.dtypes[0]}, fastest hf | leading tokens = hf {args.dtypes[0]} (of {n}) |", "|---|---|---:|---:|---|---|"]
     rows, ref = [], None  # (engine, weights, wall tok/s, cpu tok/s, ids)
     prompt = None
     for dt in args.dtypes:
@@ -399,31 +442,31 @@ def llamacpp(args) -> list[str]:
         del model, gen
     tmp = tempfile.mkdtemp(prefix="crosspath-gguf-")
     for path in gguf_files(args, tmp):
-        llm = Llama(model_path=path, n_ctx=len(prompt_ids) + n + 8, n_threads=threads, n_threads_batch=threads,
-                    verbose=False)
-
-        def decode():
-            llm.reset()  # no prefix reuse between repeats: every call reads the prompt, as the hf side does
-            out = []
-            for t in llm.generate(prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
-                out.append(t)
-                if len(out) == n:
-                    break
-            return 0.0, len(out), [out]
-
-        wall, cpu, (_, k, ids) = timed(decode, args.repeats)
-        rows.append(("llama.cpp (llama-cpp-python)", Path(path).stem, k / wall, k / cpu, ids[0]))
-        print(f"  llama.cpp {Path(path).name}: {k / wall:.1f} tok/s wall", file=sys.stderr, flush=True)
-        del llm
-    best = max((r[2] for r in rows if r[0].startswith("llama")), default=None)
+        res = gguf_child(path, prompt_ids, n, threads, args.repeats)
+        if "error" in res:  # a crash of llama.cpp on one file is reported, the others still run
+            rows.append(("llama.cpp (llama-cpp-python)", Path(path).stem, None, None, res["error"]))
+            print(f"  llama.cpp {Path(path).name}: {res['error']}", file=sys.stderr, flush=True)
+            continue
+        rows.append(("llama.cpp (llama-cpp-python)", Path(path).stem, res["k"] / res["wall"], res["k"] / res["cpu"],
+                     res["ids"]))
+        print(f"  llama.cpp {Path(path).name}: {res['k'] / res['wall']:.1f} tok/s wall", file=sys.stderr, flush=True)
+    if not args.gguf:
+        shutil.rmtree(tmp, ignore_errors=True)  # the converted files (about 1 GB)
+    hf_first = rows[0][2]
+    hf_best = max(r[2] for r in rows if r[0].startswith("trans"))
     for engine, weights, w, c, ids in rows:
+        if w is None:
+            table.append(f"| {engine} | {weights} | - | - | - | {ids} |")
+            continue
         same = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
-        ratio = f"{w / best:.2f} (of the fastest GGUF)" if best and engine.startswith("trans") else ""
+        ratio = f"{hf_first / w:.2f}, {hf_best / w:.2f}" if engine.startswith("llama") else ""
         table.append(f"| {engine} | {weights} | {w:.1f} | {c:.1f} | {ratio} | {same} |")
     return table
 
 
 def main(argv=None) -> None:
+    if "--gguf-child" in (sys.argv[1:] if argv is None else argv):
+        return gguf_child_main()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=MODEL, help="a crosspath model name, HF id or local folder")
     ap.add_argument("--batch-sizes", default=BATCH_SIZES, help="comma-separated batch sizes")
