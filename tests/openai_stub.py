@@ -183,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, payload: bytes, ctype: str = "application/json", headers: dict | None = None) -> None:
+        self._leave()  # the request stops counting as in flight before its reply can reach the client
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
@@ -190,6 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _leave(self) -> None:
+        """Count this request out of `in_flight` once (before its reply is written: a client that
+        frees its slot on the reply may send the next request before this handler's thread runs on)."""
+        if getattr(self, "_counted", False):
+            stub: StubServer = self.server.stub  # type: ignore[attr-defined]
+            with stub._lock:
+                stub.in_flight -= 1
+            self._counted = False
 
     def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers=headers)
@@ -218,6 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             stub.headers.append(dict(self.headers))
             stub.in_flight += 1
             stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+        self._counted = True
         try:
             if not self._authorized(stub):
                 return
@@ -238,5 +249,4 @@ class _Handler(BaseHTTPRequestHandler):
                 stub.responses.append(answer)
             self._json(200, answer)
         finally:
-            with stub._lock:
-                stub.in_flight -= 1
+            self._leave()  # a request that ended without a reply (the server stopping)
