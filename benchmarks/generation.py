@@ -423,11 +423,12 @@ def llamacpp(args) -> list[str]:
         import llama_cpp  # noqa: F401
     except ImportError:
         sys.exit("llama-cpp-python is not installed: pip install 'crosspath[bench]' (it compiles llama.cpp)")
+    if not args.dtypes:
+        sys.exit("the llamacpp section needs at least one --dtypes entry (the hf side it compares with)")
     n, threads = args.llama_tokens, torch.get_num_threads()
     table = ["| engine | weights | tok/s wall | tok/s per CPU s | hf / this (wall): hf "
              f"{args.dtypes[0]}, fastest hf | leading tokens = hf {args.dtypes[0]} (of {n}) |", "|---|---|---:|---:|---|---|"]
     rows, ref = [], None  # (engine, weights, wall tok/s, cpu tok/s, ids)
-    prompt = None
     for dt in args.dtypes:
         model, tok = load_model(args.model, dtype=dt)
         gen = HFGenerator(model, tok, max_batch=1)
