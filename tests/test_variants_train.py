@@ -165,3 +165,20 @@ def test_config_choices_match_the_math_modules():
     assert train.IMPORTANCE_LEVELS == grpo.IMPORTANCE_LEVELS and train.RHO_TYPES == spo.RHO_TYPES
     assert train.SEED_SCALINGS == shaping.SEED_SCALINGS and train.HINT_MODES == hints.HINT_MODES
     assert TrainConfig.seed_alpha == shaping.SEED_ALPHA
+
+
+def test_an_entropy_bonus_alone_is_warned_about_once():
+    from types import SimpleNamespace
+
+    from crosspath.train.variants import ENTROPY_ONLY_STEPS, Variants
+
+    def run(coef, fracs):
+        v = Variants(SimpleNamespace(cfg=TrainConfig(entropy_coef=coef)))
+        return [v.watch({"step": i + 1, "adv_nonzero_frac": f, "accuracy": 0.0}) for i, f in enumerate(fracs)]
+
+    n = ENTROPY_ONLY_STEPS
+    said = run(0.001, [0.0] * (2 * n))
+    assert [i for i, m in enumerate(said) if m] == [n - 1]  # once, at the n-th flat step in a row
+    assert f"steps 1-{n}" in said[n - 1] and "--entropy-coef 0.001" in said[n - 1]
+    assert not any(run(0.001, ([0.0] * (n - 1) + [0.5]) * 3))  # a step with a gradient resets the count
+    assert not any(run(0.0, [0.0] * (2 * n)))  # without the bonus a flat step does not move the weights

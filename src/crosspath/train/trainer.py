@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import shlex
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -383,6 +384,9 @@ class Trainer:
                 row.update(self.evaluate())
             self.run.log(row)
             rows.append(row)
+            message = self.variants.watch(row)
+            if message and self.dist.main:
+                warnings.warn(message, stacklevel=2)
             if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                 self.save()
             if bar:

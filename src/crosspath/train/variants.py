@@ -39,6 +39,8 @@ from crosspath.train.shaping import (answer_clusters, length_penalty_groups, len
                                      semantic_entropy)
 from crosspath.train.spo import ValueTracker, spo_advantages, policy_divergence
 
+ENTROPY_ONLY_STEPS = 10  # steps in a row with every advantage 0 before an entropy-bonus run is warned about
+
 HINT_ATTEMPT = 1000  # sampling-seed offset of the hinted rounds (the refill rounds use 0, 1, ...)
 SPO_INIT_ATTEMPT = 2000  # ... and of SPO's first-visit samples
 
@@ -104,6 +106,28 @@ class Variants:
         self.cfg = cfg
         self.tracker = ValueTracker(cfg.spo_rho) if cfg.baseline == "spo" else None
         self.memory = HintMemory() if cfg.hints == "seele" else None
+        self.flat_steps = 0  # steps in a row whose advantages were all 0 (watch)
+
+    def watch(self, row: dict) -> str | None:
+        """The warning for a run whose only update is its entropy bonus, once, or None.
+
+        With --entropy-coef > 0 a step whose advantages are all 0 (every completion of every group
+        got the same reward: a 1-shot example never solved, or always solved) still moves the
+        weights, by the bonus alone, which makes the text more random. After ENTROPY_ONLY_STEPS
+        such steps in a row the run is told so (the 1-shot benchmark row lost 13 points this way).
+
+        Example: entropy_coef 0.001 and adv_nonzero_frac 0 at steps 1..10 -> the warning at step 10
+        """
+        if self.cfg.entropy_coef <= 0 or row.get("skipped"):
+            return None
+        self.flat_steps = self.flat_steps + 1 if row.get("adv_nonzero_frac", 1.0) == 0 else 0
+        if self.flat_steps != ENTROPY_ONLY_STEPS:
+            return None
+        return (f"steps {row['step'] - ENTROPY_ONLY_STEPS + 1}-{row['step']}: every completion of every group got "
+                f"the same reward (training accuracy {row.get('accuracy', 0):.2f}), so the only update was the "
+                f"entropy bonus (--entropy-coef {self.cfg.entropy_coef:g}), which makes the model's text more "
+                f"random; train on a question the model sometimes solves (docs/training.md, 1-shot RLVR: "
+                f"historical_variance) or set --entropy-coef 0")
 
     # --- hints --------------------------------------------------------------------------------
 
