@@ -267,6 +267,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-size", type=int, default=200, help="held-out questions (200 for the recorded figures)")
     ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--save-every", type=int, default=None,
+                    help="checkpoint every N steps, so a killed run resumes from there (default: --eval-every)")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="completion length (default: 64; variant think: 128)")
     ap.add_argument("--m3po-lambda", type=float, default=None, help="M3PO's lambda (default: the trainer's 0.1; "
@@ -329,7 +331,8 @@ def run_one(args, algo: str, lam: float | None, temp: float | None) -> None:
                **({} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}),
                **({} if lam is None else {"m3po_lambda": lam, "m3po_temperature": temp})}
     cfg = TrainConfig(algo=algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
-                      eval_seed=1234, eval_every=args.eval_every, save_every=max(args.eval_every, 1), out=str(out),
+                      eval_seed=1234, eval_every=args.eval_every, save_every=args.save_every or max(args.eval_every, 1),
+                      out=str(out),
                       resume=latest_checkpoint(out) is not None, overwrite=True, threads=args.threads,
                       progress=not args.quiet, **options)
     t0 = time.time()
