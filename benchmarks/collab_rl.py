@@ -9,12 +9,18 @@ terms of 1 digit), the same training questions in the same order (B questions pe
 steps, N = group size paths per question, and the same per-path token budget: GRPO and M3PO get
 max_new_tokens = the LeaP path budget (rounds*T + (rounds-1)*S + A), so every algorithm may
 generate the same tokens per step; what they did generate is reported (train tok/step). The
-held-out questions (seed 1234) are removed from training.
+held-out questions (seed 1234) are removed from training. GRPO and M3PO train with the thinking
+phase by default (`--answer-format think`: reasoning, then a `####` line; the trainer's format
+warm-up of 20 SFT steps on the model's own correct traces runs first, outside the RL steps), M3PO
+with `--m3po-lambda` / `--m3po-temperature` (take the best of `benchmarks/learning.py --sweep`);
+LeaP-GRPO trains under LeaP's own prompt.
 
 Evaluation (crosspath.infer.runner.run with the adapter, hf backend): every adapter (and the base
 model) answers the same held-out questions twice, with N = 4 independent paths and with LeaP
 (N = 4, the training LeaP options), at equal per-path budget: the independent run takes the LeaP
-run's budget (`match`). Reported: pass@1 (mean over paths), cons@4 (majority) and generated tokens
+run's budget (`match`); independent paths of GRPO / M3PO are asked with the prompt they were
+trained on (`crosspath run --prompt think|marker`), those of the base model and LeaP-GRPO with the
+plain step-by-step one. Reported: pass@1 (mean over paths), cons@4 (majority) and generated tokens
 per question (mean and, over several seeds, the seeds' standard deviation); the share of LeaP paths
 that read peers (in LeaP-GRPO training, and in each LeaP evaluation); then an exact McNemar test on
 cons@4 correctness, question by question, between LeaP-GRPO evaluated with LeaP and GRPO evaluated
@@ -22,7 +28,8 @@ with independent paths, per seed and pooled over seeds.
 
 Resumable: every training run and every evaluation is a directory under --root
 (train-<algo>-s<seed>/, eval-<adapter>-s<seed>-<method>/; the base model: eval-base-s<seed>-<method>/,
-sampled with that seed); a finished one is reused, a killed one resumes (the
+sampled with that seed); a finished one is reused (refused when it was trained with other options:
+one --root per setting), a killed one resumes (the
 trainer from its last checkpoint, the runner from its last finished question).
 """
 
@@ -38,6 +45,10 @@ from pathlib import Path
 from shared import mcnemar_p
 
 ALGOS = ("grpo", "m3po", "leap")
+# options a finished training run must share with this invocation to be reused
+REUSE_KEYS = ("model", "task", "steps", "group_size", "questions_per_step", "max_new_tokens", "answer_format",
+              "m3po_lambda", "m3po_temperature", "leap_rounds", "leap_round_tokens", "leap_summary_tokens",
+              "leap_answer_tokens", "leap_peers_k", "train_size")
 ADAPTERS = ("base",) + ALGOS
 METHODS = ("independent", "leap")
 
@@ -59,7 +70,10 @@ def train_config(args, algo: str, seed: int):
                   leap_summary_tokens=args.summary_tokens, leap_answer_tokens=args.answer_tokens,
                   leap_peers_k=args.top_k, threads=args.threads, progress=not args.quiet, tensorboard=False,
                   out=str(out))
-    cfg = TrainConfig(algo=algo, **common)
+    solo = {} if algo == "leap" else {"answer_format": args.answer_format}  # LeaP-GRPO asks with LeaP's prompt
+    if algo == "m3po":
+        solo.update(m3po_lambda=args.m3po_lambda, m3po_temperature=args.m3po_temperature)
+    cfg = TrainConfig(algo=algo, **common, **solo)
     cfg.max_new_tokens = path_budget(cfg)  # equal per-path budget for every algorithm
     cfg.resume, cfg.overwrite = latest_checkpoint(out) is not None, True  # a run killed before its first checkpoint restarts
     return cfg
@@ -73,6 +87,16 @@ def train(args, algo: str, seed: int) -> Path:
     out = Path(cfg.out)
     rows = _lines(out / "metrics.jsonl")
     if (out / "final").is_dir() and rows and rows[-1].get("step") == args.steps:
+        import yaml
+
+        from crosspath.config import to_dict
+
+        saved, wanted = yaml.safe_load((out / "config.yaml").read_text()), to_dict(cfg)
+        other = {k: (saved.get(k), v) for k, v in wanted.items() if k in REUSE_KEYS and saved.get(k) != v}
+        if other:
+            changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in other.items())
+            sys.exit(f"collab_rl: {out} was trained with other options ({changes}): give another --root for this "
+                     "setting")
         return out / "final"
     Trainer(cfg).fit()
     return out / "final"
@@ -84,6 +108,15 @@ def held_out(args):
     cfg = train_config(args, "grpo", 0)
     cfg.train_size = 1
     return load_splits(cfg, log=lambda *_: None)[1]
+
+
+def eval_prompt(args, adapter_name: str, method: str) -> str | None:
+    """The question prompt of an evaluation: LeaP's own for LeaP; for independent paths the prompt the
+    adapter was trained on (GRPO / M3PO: the --answer-format prompt, marker or think), plain step by
+    step for the base model and LeaP-GRPO (whose paths learned under LeaP's prompt)."""
+    if method == "leap" or adapter_name in ("base", "leap"):
+        return None
+    return "think" if args.answer_format == "think" else "marker"
 
 
 def evaluate(args, adapter_name: str, seed: int, adapter: Path | None, method: str, problems) -> Path:
@@ -98,7 +131,7 @@ def evaluate(args, adapter_name: str, seed: int, adapter: Path | None, method: s
                     task_seed=args.eval_seed, task_options=TrainConfig(task=args.task).resolved_task_options(),
                     paths=4, rounds=args.rounds, round_tokens=args.round_tokens, summary_tokens=args.summary_tokens,
                     answer_tokens=args.answer_tokens, peers_k=args.top_k, seed=seed, threads=args.threads,
-                    batch_questions=args.batch_questions, out=str(out),
+                    batch_questions=args.batch_questions, out=str(out), prompt=eval_prompt(args, adapter_name, method),
                     match=str(leap_out) if method == "independent" else None,
                     resume=(out / "results.jsonl").exists())
     run(cfg, problems=problems, progress=not args.quiet, log=lambda *_: None)
@@ -203,6 +236,13 @@ def main(argv=None) -> int:
     ap.add_argument("--summary-tokens", type=int, default=d.leap_summary_tokens)
     ap.add_argument("--answer-tokens", type=int, default=d.leap_answer_tokens)
     ap.add_argument("--top-k", type=int, default=d.leap_peers_k)
+    ap.add_argument("--answer-format", default="think", choices=("plain", "think"),
+                    help="GRPO and M3PO: the training prompt and reward (think: reasoning, then a #### line, with "
+                         "the format warm-up first; M3PO blends while thinking) and their independent evaluation's "
+                         "prompt (default think)")
+    ap.add_argument("--m3po-lambda", type=float, default=d.m3po_lambda,
+                    help="M3PO's lambda (the sweep's best: benchmarks/learning.py --sweep)")
+    ap.add_argument("--m3po-temperature", type=float, default=d.m3po_temperature, help="M3PO's T")
     ap.add_argument("--save-every", type=int, default=10)
     ap.add_argument("--batch-questions", type=int, default=8, help="evaluation questions per generator call")
     ap.add_argument("--threads", type=int, default=None)

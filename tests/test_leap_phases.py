@@ -256,8 +256,8 @@ def test_leap_options_are_refused_for_other_methods(tmp_path):
     from crosspath.infer.runner import RunConfig, run
 
     with pytest.raises(ValueError, match="--method leap"):
-        run(RunConfig(method="independent", prompt="plain", out=str(tmp_path / "x"), max_tokens=4), generator=Plain(),
-            progress=False)
+        run(RunConfig(method="independent", leap_control="no-peers", out=str(tmp_path / "x"), max_tokens=4),
+            generator=Plain(), progress=False)
     with pytest.raises(ValueError, match="plain prompt"):
         run(RunConfig(method="leap", leap_t=True, prompt="leap", out=str(tmp_path / "y")), generator=Plain(),
             progress=False)

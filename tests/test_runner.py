@@ -236,3 +236,44 @@ def test_openai_upstream_down_or_garbage_is_a_clear_error(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert code == 2 and f"POST {url}/completions" in err and "Traceback" not in err
     assert ("no answer after 6 tries" in err and "ConnectError" in err) if mode == "down" else "not JSON" in err
+
+
+class Marked(Answers):
+    """Answers in the training format: reasoning, then `#### answer` (the first path of each question)."""
+
+    def generate(self, prompts, params):
+        self.prompts = getattr(self, "prompts", []) + list(prompts)
+        outs = super().generate(prompts, params)
+        return [Completion(text="Adding up.\n#### " + o.text[len("\\boxed{"):-1], token_ids=[1, 2, 3],
+                           finish_reason="stop") for o in outs]
+
+
+@pytest.mark.parametrize("style", ["marker", "think"])
+def test_independent_asks_an_adapter_with_its_training_prompt(tmp_path, tiny, style):
+    from crosspath.infer.prompts import question_text
+    from crosspath.infer.runner import method_label
+    from crosspath.tasks.problem import Problem
+    from crosspath.train import TrainConfig
+    from crosspath.train.data import prompt_text
+
+    gen = Marked(tiny[1])
+    s = run(_cfg(tmp_path, paths=4, prompt=style), generator=gen, progress=False)
+    rows = read_results(tmp_path / "run" / "results.jsonl")
+    train_text = prompt_text(TrainConfig(answer_format="think" if style == "think" else "plain"), "What is 8 + 3?")
+    assert question_text(Problem("q", "What is 8 + 3?", "11"), style) == train_text  # the trainer's own words
+    assert train_text in rows[0]["prompt"] and "boxed" not in rows[0]["prompt"]
+    assert all(train_text.replace("What is 8 + 3?", q) in p for q, p in zip(Answers.SCRIPT, gen.prompts[::4]))
+    assert [r["pass_at_1"] for r in rows] == [0.5, 1.0, 0.25]  # the #### answers are graded
+    assert method_label(s) == f"independent ({style} prompt)"
+
+
+def test_a_prompt_that_does_not_fit_the_method_is_refused(tmp_path, tiny_gen):
+    from crosspath.config import ConfigError
+
+    for method, prompt in (("independent", "leap"), ("leap", "think"), ("pacore", "marker")):
+        with pytest.raises(ConfigError, match=f"--prompt {prompt}"):
+            run(_cfg(tmp_path, method=method, prompt=prompt, out=str(tmp_path / method)), generator=tiny_gen,
+                progress=False)
+        assert not (tmp_path / method).exists()  # refused before the run directory
+    with pytest.raises(ConfigError, match="--leap-control is an option of --method leap"):
+        run(_cfg(tmp_path, leap_control="no-peers"), generator=tiny_gen, progress=False)

@@ -12,22 +12,23 @@ from __future__ import annotations
 from ..backends.base import SamplingParams
 from ..tasks.problem import Problem
 from .paths import PathStore, PathTrace
-from .prompts import final_answer, plain_prompt
+from .prompts import final_answer, question_text
 
 THINK_END = "</think>"
 
 
-def question_prompt(problem: Problem, render) -> str:
-    """The prompt every path of `problem` starts from (with its options for multiple choice)."""
-    return render(plain_prompt(problem))
+def question_prompt(problem: Problem, render, style: str = "plain") -> str:
+    """The prompt every path of `problem` starts from (with its options for multiple choice); style:
+    prompts.QUESTION_PROMPTS (plain step by step, or a training prompt: marker / think)."""
+    return render(question_text(problem, style))
 
 
 def solve(problems: list[Problem], store: PathStore, cfg, render, seed: int,
-          answer_tokens: int = 0) -> list[list[PathTrace]]:
-    """Run N independent paths for each problem (all problems' paths in one generator call); paths cut
-    at `cfg.max_tokens` get a forced answer of at most `answer_tokens` (0: none)."""
-    flat = sample(store, [question_prompt(p, render) for p in problems], problems, [cfg.paths] * len(problems),
-                  cfg, seed, answer_tokens)
+          answer_tokens: int = 0, style: str = "plain") -> list[list[PathTrace]]:
+    """Run N independent paths for each problem (all problems' paths in one generator call) from the
+    `style` prompt; paths cut at `cfg.max_tokens` get a forced answer of at most `answer_tokens` (0: none)."""
+    flat = sample(store, [question_prompt(p, render, style) for p in problems], problems,
+                  [cfg.paths] * len(problems), cfg, seed, answer_tokens)
     return _split(flat, [cfg.paths] * len(problems))
 
 

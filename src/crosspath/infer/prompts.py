@@ -16,6 +16,18 @@ from ..tasks.problem import Problem
 # ---- plain reasoning (independent sampling, greedy evaluation, LeaP-T) ----------------------------
 STEP_BY_STEP = "{question}\n\nReason step by step, and put your final answer within \\boxed{{}}."
 
+# ---- the training prompts (crosspath train), also an independent-sampling --prompt ------------------
+# HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
+MARKER_PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
+                 "followed by your final answer.")
+# --answer-format think: the same order, asked for line by line; still no example answer (a literal one
+# was reward-hacked: the model copied it)
+THINK_PROMPT = ("{question}\n\nFirst reason step by step and show your work. Then write a last line that starts "
+                "with {marker} and gives only your final answer.")
+# --prompt of independent sampling: plain (step by step, \boxed{}), or what `crosspath train` asks with
+# --answer-format plain (marker) or think, so a trained adapter is evaluated on the prompt it learned
+QUESTION_PROMPTS = ("plain", "marker", "think")
+
 # ---- multiple choice (GPQA style: the question, then one lettered option per line) ---------------
 OPTION_LINE = "{letter}) {text}"
 STEP_BY_STEP_CHOICE = (
@@ -85,6 +97,20 @@ def plain_prompt(problem: Problem) -> str:
     """User turn of independent sampling, greedy evaluation and LeaP-T."""
     template = STEP_BY_STEP_CHOICE if problem.choices else STEP_BY_STEP
     return template.format(question=show_question(problem))
+
+
+def question_text(problem: Problem, style: str = "plain", marker: str = "####") -> str:
+    """User turn of independent sampling in one of QUESTION_PROMPTS (marker / think: the training
+    prompts, with `marker` as the answer marker).
+
+    >>> question_text(Problem("p", "2+3?", "5"), "think").endswith("starts with #### and gives only your final answer.")
+    True
+    """
+    if style == "plain":
+        return plain_prompt(problem)
+    if style not in QUESTION_PROMPTS:
+        raise ValueError(f"unknown prompt {style!r}; choose one of {QUESTION_PROMPTS}")
+    return (THINK_PROMPT if style == "think" else MARKER_PROMPT).format(question=show_question(problem), marker=marker)
 
 
 def leap_prompt(problem: Problem) -> str:

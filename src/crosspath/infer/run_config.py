@@ -10,6 +10,7 @@ from ..backends.factory import BACKENDS
 from ..config import DTYPES, field
 from ..models import DEFAULT_MODEL
 from .leap import CONTROLS, PROMPTS
+from .prompts import QUESTION_PROMPTS
 
 METHODS = ("independent", "leap", "greedy", "deepconf", "pacore", "moa")
 
@@ -86,9 +87,13 @@ class RunConfig:
     tags: str = field("comment", "LeaP: tag of the peer block: comment (released code) or peer_summary (paper)",
                       choices=("comment", "peer_summary"))
     leap_t: bool = field(False, "LeaP-T: the model decides when to <summarize> (for models fine-tuned on the format)")
-    prompt: str | None = field(None, "LeaP: the question prompt: leap (the protocol announcement and an assistant "
+    prompt: str | None = field(None, "the question prompt. LeaP: leap (the protocol announcement and an assistant "
                                      "pre-fill) or plain (step by step only; the loop still asks for summaries and "
-                                     "injects peers); default leap, plain with --leap-t", choices=PROMPTS)
+                                     "injects peers); default leap, plain with --leap-t. independent / greedy: plain "
+                                     "(step by step, answer in \\boxed{}; the default), or the prompt `crosspath "
+                                     "train` asks, to evaluate an adapter on it: marker (reasoning, then #### and the "
+                                     "answer; --answer-format plain) or think (--answer-format think)",
+                               choices=tuple(dict.fromkeys(PROMPTS + QUESTION_PROMPTS)))
     leap_control: str | None = field(None, "LeaP control at LeaP's budget: no-peers (paths summarize, every one gets "
                                            "the no-comments block) or no-summaries (nothing is appended between "
                                            "rounds; a summary's tokens go to the next round); default: LeaP itself",

@@ -23,8 +23,9 @@ from ..tasks import SameAnswer, TaskError, judge, load_task
 from ..tasks.metrics import cons_at_n, pass_at_1, summarize
 from . import budget
 from .aggregate import all_aggregates, confidence_stats, reasoning_steps
-from .leap import LeapOptions
+from .leap import PROMPTS, LeapOptions
 from .paths import PathStore
+from .prompts import QUESTION_PROMPTS
 from .run_config import METHODS, RUN_KEYS_IGNORED, RunConfig  # noqa: F401  (RunConfig is imported from here too)
 
 def default_out(cfg: RunConfig) -> Path:
@@ -104,9 +105,14 @@ def run(cfg: RunConfig, generator=None, problems=None, progress: bool = True, lo
     """
     check(cfg)
     if cfg.method == "leap":
+        if cfg.prompt not in (None, *PROMPTS):
+            raise ConfigError(f"--prompt {cfg.prompt} is a prompt of independent sampling; LeaP's are {PROMPTS}")
         leap_options(cfg)  # options that do not go together are refused before anything runs
-    elif cfg.prompt or cfg.leap_control:
-        raise ConfigError(f"--prompt and --leap-control are options of --method leap, not {cfg.method}")
+    elif cfg.leap_control:
+        raise ConfigError(f"--leap-control is an option of --method leap, not {cfg.method}")
+    elif cfg.prompt and (cfg.method not in ("independent", "greedy") or cfg.prompt not in QUESTION_PROMPTS):
+        raise ConfigError(f"--prompt {cfg.prompt} goes with --method leap ({', '.join(PROMPTS)}) or independent / "
+                          f"greedy ({', '.join(QUESTION_PROMPTS)}), not {cfg.method}")
     if (cfg.leap_conf_stop or cfg.router == "confident") and cfg.method != "leap":
         raise ConfigError(f"--leap-conf-stop and --router confident are options of --method leap, not {cfg.method}")
     if cfg.paths_per_round and cfg.method != "pacore":
@@ -258,8 +264,10 @@ def _method(cfg: RunConfig):
     if cfg.method in ("independent", "greedy"):
         from .independent import question_prompt, solve as indep_solve
 
-        return (lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens),
-                question_prompt)
+        style = cfg.prompt or "plain"
+        return (lambda probs, store, c, render, seed: indep_solve(probs, store, c, render, seed, c.answer_tokens,
+                                                                  style),
+                lambda p, render: question_prompt(p, render, style))
     if cfg.method == "leap":
         from .leap import question_prompt as leap_prompt, solve as leap_solve
         from .routing import get_similarity
@@ -295,6 +303,8 @@ def method_label(summary: dict) -> str:
     'leap (no-peers, plain prompt)'
     >>> method_label({"method": "leap", "config": {"leap_t": True, "comm_rounds": []}})
     'leap-t (comm rounds none)'
+    >>> method_label({"method": "independent", "config": {"prompt": "think"}})
+    'independent (think prompt)'
     """
     c = summary.get("config") or {}
     if summary["method"] == "deepconf":
@@ -304,7 +314,8 @@ def method_label(summary: dict) -> str:
     if summary["method"] == "moa":
         return f"moa ({c.get('moa_layers', 2)} layers)"
     if summary["method"] != "leap":
-        return summary["method"]
+        style = c.get("prompt")
+        return summary["method"] + (f" ({style} prompt)" if style and style != "plain" else "")
     marks = [c["leap_control"]] if c.get("leap_control") else []
     if c.get("prompt") == "plain" and not c.get("leap_t"):
         marks.append("plain prompt")

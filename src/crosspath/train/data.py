@@ -4,19 +4,12 @@ reward and the greedy held-out evaluation. `crosspath.train.trainer` re-exports 
 
 from __future__ import annotations
 
+from crosspath.infer.prompts import MARKER_PROMPT as PROMPT, THINK_PROMPT  # noqa: F401  (one place for prompts)
 from crosspath.models import render_prompt
 from crosspath.tasks import count_markers, grade, load_task
 from crosspath.tasks.datasets import has_splits
 from crosspath.train import TrainConfig
 from crosspath.train.rollout import greedy_decode
-
-# HRPO/M3PO format: reason first, then the marker, then the answer. No example answer (it gets copied).
-PROMPT = ("{question}\n\nThink it through step by step first. When you are done, write {marker} "
-          "followed by your final answer.")
-# --answer-format think: the same order, asked for line by line; still no example answer (a literal one
-# was reward-hacked: the model copied it)
-THINK_PROMPT = ("{question}\n\nFirst reason step by step and show your work. Then write a last line that starts "
-                "with {marker} and gives only your final answer.")
 
 
 def prompt_text(cfg: TrainConfig, question: str) -> str:
