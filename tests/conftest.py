@@ -45,3 +45,17 @@ def smollm2():
     from crosspath.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def vllm_ok():
+    """The real vLLM engine is usable (else the module's tests skip with the install hint and the import
+    failure), with a small CPU KV cache; engines the module started are shut down at its end."""
+    from crosspath.backends.vllm import close_engines, vllm_available
+
+    ok, why = vllm_available()
+    if not ok:
+        pytest.skip(why)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    yield
+    close_engines()

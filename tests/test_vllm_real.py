@@ -9,28 +9,18 @@ test starts an engine with LoRA on."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from crosspath.backends import SamplingParams
-from crosspath.backends.vllm import vllm_available
 
 pytestmark = pytest.mark.vllm
 
 MODEL = "smollm2-135m"
 TASK = dict(task="rg:chain_sum", limit=3, task_options={"min_terms": 2, "max_terms": 2, "max_digits": 1})
 ENGINE = dict(backend="vllm", model=MODEL, dtype="float32", max_model_len=2048)  # fp32: hf's dtype on CPU
-
-
-@pytest.fixture(scope="module")
-def vllm_ok():
-    ok, why = vllm_available()
-    if not ok:
-        pytest.skip(why)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
 @pytest.fixture(scope="module")

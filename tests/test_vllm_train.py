@@ -1,32 +1,17 @@
 """GRPO with rollouts on the real vLLM engine (`--rollout-backend vllm`) on the embedded SmolLM2:
 2 steps, then a resume for a third on the same (shared) engine. Marked `vllm` (`make test-vllm`);
-without a working vLLM it skips with the reason."""
+without a working vLLM it skips with the reason (the `vllm_ok` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from crosspath.backends.vllm import vllm_available
 
 pytestmark = pytest.mark.vllm
 
 MODEL = "smollm2-135m"
-
-
-@pytest.fixture(scope="module")
-def vllm_ok():
-    """One engine for the module (the trainers' shared engine), shut down at the end."""
-    ok, why = vllm_available()
-    if not ok:
-        pytest.skip(why)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    from crosspath.backends.vllm import close_engines
-
-    yield
-    close_engines()
 
 
 @pytest.fixture
