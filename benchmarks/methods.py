@@ -132,9 +132,12 @@ def plot(points: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    spots: dict[tuple, list[str]] = {}  # points at the same place get one label, their names stacked
     for p in points:
-        ax.scatter(p["tokens"], p["accuracy"])
-        ax.annotate(p["label"], (p["tokens"], p["accuracy"]), fontsize=7)
+        spots.setdefault((round(p["tokens"], 1), round(p["accuracy"], 4)), []).append(p["label"])
+    for (x, y), names in spots.items():
+        ax.scatter(x, y)
+        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(4, 2), fontsize=7, va="center")
     ax.set_xlabel("generated tokens per question")
     ax.set_ylabel("aggregated accuracy")
     fig.tight_layout()
