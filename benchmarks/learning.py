@@ -138,10 +138,11 @@ def table(path: Path = RESULTS) -> str:
         out.append("\nThinking phase (variant think; GRPO = lambda 0; held-out greedy accuracy of the base model, "
                    "after the format warm-up, after RL; think-rule: answer after a single marker with reasoning "
                    "before it; format rate, thinking share of the completions with the marker and completion "
-                   "tokens: sampled completions, mean of the first / last 5 steps):\n")
+                   "tokens: sampled completions, mean of the first / last 5 steps; the last column: held-out questions "
+                   "only GRPO (think) / only this M3PO gets right after RL, same seed, exact McNemar):\n")
         out += ["| algo | λ | T | seed | steps | accuracy base / warm-up / after % | think-rule after % | "
                 "warm-up traces | format rate % first / last | thinking share % first / last | tokens first / last | "
-                "s per step |", "|---|---|---|---|---|---|---|---|---|---|---|---|"] + think
+                "s per step | only GRPO / only M3PO (McNemar) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + think
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
@@ -234,6 +235,16 @@ def _think(rows: list[dict]) -> list[str]:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     num = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     out = []
+    grpo = {(r["model"], r["steps"], r["eval_size"], r["seed"]): r for r in rows
+            if r.get("variant") == "think" and r["algo"] == "grpo"}
+
+    def versus(r):  # M3PO against GRPO (think) of the same seed, question by question
+        g = grpo.get((r["model"], r["steps"], r["eval_size"], r["seed"]))
+        if r["algo"] == "grpo" or g is None:
+            return "-"
+        a, b = set(g["after_correct"]), set(r["after_correct"])
+        return f"{len(a - b)} / {len(b - a)} (p {mcnemar_p(len(a - b), len(b - a)):.2f})"
+
     for r in sorted((r for r in rows if r.get("variant") == "think"),
                     key=lambda r: (r["model"], r["steps"], r["seed"], r["algo"], r.get("m3po_lambda") or 0,
                                    r.get("m3po_temperature") or 0)):
@@ -245,7 +256,7 @@ def _think(rows: list[dict]) -> list[str]:
                    f"{pct(t['format_rate_first'])} / {pct(t['format_rate_last'])} | "
                    f"{pct(t['thinking_share_marked_first'])} / {pct(t['thinking_share_marked_last'])} | "
                    f"{num(t['completion_length_first'])} / {num(t['completion_length_last'])} | "
-                   f"{step_seconds(r):.1f} |")
+                   f"{step_seconds(r):.1f} | {versus(r)} |")
     return out
 
 
