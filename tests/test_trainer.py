@@ -328,3 +328,31 @@ def test_reward_grades_the_marker_text_and_applies_the_marker_rule():
     assert trainer_mod.reward(p, "#### 6 #### 7") == (0.0, True, 2)  # right, but the marker repeats
     assert trainer_mod.reward(p, "#### 6 #### 7", marker_rule=False) == (1.0, True, 2)
     assert trainer_mod.reward(p, "the sum is 7 |||| 7", marker="||||") == (1.0, True, 1)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "bnpo", "cispo"])
+def test_rows_without_advantage_skip_the_forward_and_the_gradient_is_the_same(tmp_path, loss_type, monkeypatch):
+    from crosspath.train.leap_rollout import loss_mask
+
+    t = Trainer(config(tmp_path, loss_type=loss_type, epsilon=0.2))
+    r = t.sample(t.questions(0), 1)
+    adv = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.5, -0.5])  # the first group all alike
+    n_tok, n_seq = float(loss_mask(r).sum()), len(r.texts)
+
+    def gradient(chunks):
+        t.model.zero_grad(set_to_none=True)
+        update_mod.backward_pass(t.model, t.cfg, r, chunks, adv, refs=[None] * len(chunks), olds=[None] * len(chunks),
+                                 first=True, n_tok=n_tok, n_seq=n_seq, eps=0.2)
+        return [p.grad.clone() for p in t.params]
+
+    every_row, live_rows = gradient([[0, 1, 2, 3, 4], [5, 6, 7]]), gradient([[4, 5, 6, 7]])
+    assert any(g.abs().sum() > 0 for g in live_rows)
+    for a, b in zip(every_row, live_rows):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    seen = []
+    monkeypatch.setattr(trainer_mod, "backward_pass", lambda *a, **k: seen.append(a[3]) or [0.0] * 4)
+    t.update(r, adv, step=1)
+    assert seen == [[[4, 5, 6, 7]]]  # one micro-batch (size 5) of the live rows
+    t.cfg.beta = 0.04  # with a KL term every row counts
+    t.update(r, adv, step=2)
+    assert seen[-1] == [[0, 1, 2, 3, 4], [5, 6, 7]] and len(seen) == 2

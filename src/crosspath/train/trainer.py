@@ -212,11 +212,13 @@ class Trainer:
         step = self.step + 1 if step is None else step
         rows = 0 if rollout is None else len(rollout.texts)
         tokens = 0 if rollout is None else int(loss_mask(rollout).sum())
-        live = 0 if advantages is None else int((advantages != 0).sum())
-        n_seq, n_tok, n_live = all_reduce_sum([rows, tokens, live])
-        chunks = [slice(i, i + cfg.micro_batch_size) for i in range(0, rows, cfg.micro_batch_size)]
-        if n_live == 0 and cfg.beta <= 0 and cfg.entropy_coef <= 0:  # the gradient is exactly 0: skip the forwards
-            chunks = []
+        n_seq, n_tok = all_reduce_sum([rows, tokens])
+        order = list(range(rows))
+        if cfg.beta <= 0 and cfg.entropy_coef <= 0 and advantages is not None:
+            # without a KL or entropy term a row whose advantage is 0 adds exactly 0 to the loss and its
+            # gradient (the counts above, which normalise the loss, still include it): no forward for it
+            order = (advantages != 0).nonzero().flatten().tolist()
+        chunks = [order[i:i + cfg.micro_batch_size] for i in range(0, len(order), cfg.micro_batch_size)]
         eps = HINT_EPSILON if cfg.epsilon is None and cfg.hints != "off" else cfg.epsilon
         refs, olds, diffs = [None] * len(chunks), [None] * len(chunks), None if self.engine is None else [0.0] * 3
         total = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "entropy": 0.0,

@@ -1,7 +1,9 @@
 """One pass of the policy-gradient loss over a rollout batch's micro-batches (gradients accumulate).
 
 The trainer's `update` runs `backward_pass` num_iterations times per step, then all-reduces the
-gradients, clips and steps the optimizer. Per micro-batch c (rows `chunks[c]` of the rollout):
+gradients, clips and steps the optimizer. Per micro-batch c (rows `chunks[c]` of the rollout: the
+trainer leaves out the rows whose advantage is 0 when there is no KL or entropy term, as they add
+exactly 0 to the loss and its gradient):
 
     ref_c   log-probs of the reference (the model with its adapter disabled), once per step, beta > 0
     logp_c  log-probs of the current policy on the sampled tokens          [rows_c, T_c]
@@ -24,7 +26,7 @@ from crosspath.train.leap_rollout import loss_mask, path_budget
 from crosspath.train.rollout import Rollout, sequence_logprobs, trim
 
 
-def backward_pass(model, cfg, rollout: Rollout, chunks: list[slice], advantages: torch.Tensor, *, refs: list,
+def backward_pass(model, cfg, rollout: Rollout, chunks: list[list[int]], advantages: torch.Tensor, *, refs: list,
                   olds: list, first: bool, n_tok: float, n_seq: int, eps: float | None,
                   hinted: torch.Tensor | None = None, mismatch: list[float] | None = None) -> list[float]:
     """loss.backward() on every micro-batch; fills refs (reference log-probs) and, on the first of
