@@ -9,6 +9,7 @@ test starts an engine with LoRA on."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -161,3 +162,40 @@ def test_lora_adapter_on_vllm_equals_hf(vllm_ok, hf, tmp_path):
         gen.close()
     assert on_vllm == [c.text for c in with_adapter.generate(prompts, greedy)]
     assert on_vllm != [c.text for c in hf.generate(prompts, greedy)]  # the adapter did something
+
+
+KILLED = """
+import sys
+from crosspath.backends.orphans import descendants
+from crosspath.backends.vllm import VLLMGenerator
+from crosspath.models import resolve
+gen = VLLMGenerator(resolve(sys.argv[1]), dtype="float32", max_model_len=1024, cpu_kvcache_gib=1)
+print(" ".join(map(str, descendants())), flush=True)   # the engine's processes (and the guard)
+sys.stdin.read()                                      # wait to be killed
+"""
+
+
+def test_a_sigkilled_process_leaves_no_engine_behind(vllm_ok):
+    """SIGKILL runs no exit code: the orphan guard must stop the engine's processes (they hold memory)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, MODEL], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids, "the engine started no process of its own"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    end, alive = time.time() + 60, pids
+
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not yet collected
+        except OSError:
+            return False
+
+    while alive and time.time() < end:
+        time.sleep(0.5)
+        alive = [p for p in pids if running(p)]
+    assert not alive, f"processes {alive} outlived the killed engine owner"

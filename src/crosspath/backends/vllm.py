@@ -19,7 +19,9 @@ each step's adapter with `set_adapter(folder, lora_id)` (a new id per step: vLLM
 Engines are expensive to start (a minute on CPU), so generators made with `shared=True` (as
 `crosspath run` makes them) take theirs from a per-process cache keyed by the engine options:
 several runs in one process (the demo, benchmarks) share one engine. Shared engines are shut down
-by `close_engines()`, which also runs at interpreter exit; a private engine by `close()`.
+by `close_engines()`, which also runs at interpreter exit; a private engine by `close()`. A process
+killed before it could do either (SIGKILL) takes its engines with it: `orphans.start_engine` guards
+the processes each engine starts.
 
 vLLM starts worker processes: on CPU put generation under `if __name__ == "__main__":`.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .base import BackendError, Completion, SamplingParams
+from .orphans import start_engine
 
 INSTALL_HINT = (
     "the vLLM backend needs a working `vllm`: `pip install 'crosspath[vllm]'` on NVIDIA GPUs; on CPU-only "
@@ -199,7 +202,7 @@ def shared_engine(vllm: Any, opts: dict[str, Any]) -> Any:
     """The process's `vllm.LLM` for these options, started on first use."""
     key = json.dumps(opts, sort_keys=True, default=str)
     if key not in _ENGINES:
-        _ENGINES[key] = vllm.LLM(**opts)
+        _ENGINES[key] = start_engine(lambda: vllm.LLM(**opts))
         atexit.unregister(close_engines)  # (re)registered after the engine's own exit hooks: runs before them
         atexit.register(close_engines)
     return _ENGINES[key]
@@ -248,7 +251,7 @@ class VLLMGenerator:
                               tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager, seed=seed,
                               adapter=adapter, max_lora_rank=max_lora_rank, **llm_kwargs)
         self._vllm, self.model, self.options, self.shared = vllm, model, opts, shared
-        self.llm = shared_engine(vllm, opts) if shared else vllm.LLM(**opts)
+        self.llm = shared_engine(vllm, opts) if shared else start_engine(lambda: vllm.LLM(**opts))
         self.tok = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.lora = None
         if adapter:
