@@ -70,7 +70,8 @@ def train_config(args, algo: str, seed: int):
                   leap_summary_tokens=args.summary_tokens, leap_answer_tokens=args.answer_tokens,
                   leap_peers_k=args.top_k, threads=args.threads, progress=not args.quiet, tensorboard=False,
                   out=str(out))
-    solo = {} if algo == "leap" else {"answer_format": args.answer_format}  # LeaP-GRPO asks with LeaP's prompt
+    solo = {} if algo == "leap" else {"answer_format": args.answer_format,  # LeaP-GRPO asks with LeaP's prompt
+                                      "format_warmup_cache": str(Path(args.root) / "warmup-cache")}
     if algo == "m3po":
         solo.update(m3po_lambda=args.m3po_lambda, m3po_temperature=args.m3po_temperature)
     cfg = TrainConfig(algo=algo, **common, **solo)

@@ -340,7 +340,8 @@ def run_one(args, algo: str, lam: float | None, temp: float | None) -> None:
     out = Path(args.root) / f"{tag}-s{args.seed}-k{args.steps}"
     options = {"max_new_tokens": 64, **VARIANTS[args.variant][0],
                **({} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}),
-               **({} if lam is None else {"m3po_lambda": lam, "m3po_temperature": temp})}
+               **({} if lam is None else {"m3po_lambda": lam, "m3po_temperature": temp}),
+               "format_warmup_cache": str(Path(args.root) / "warmup-cache")}  # GRPO and every M3PO share theirs
     cfg = TrainConfig(algo=algo, model=args.model, seed=args.seed, steps=args.steps, eval_size=args.eval_size,
                       eval_seed=1234, eval_every=args.eval_every, save_every=args.save_every or max(args.eval_every, 1),
                       out=str(out),

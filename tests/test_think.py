@@ -168,3 +168,33 @@ def test_warmup_with_leap_and_grpo_starts_from_the_same_adapter(tmp_path, fake_r
         adapters.append(lora_state(t.model))
     for other in adapters[1:]:
         assert all(torch.equal(v, other[k]) for k, v in adapters[0].items())
+
+
+def test_a_cached_warm_up_gives_the_run_a_fresh_warm_up_gives(tmp_path, fake_reward, monkeypatch):
+    """--format-warmup-cache: the second run (another algorithm, M3PO's options, another folder) loads
+    the first run's warm-up, evaluation and RNG state and then trains exactly as if it had warmed up."""
+    from train_helpers import untimed
+
+    cache = tmp_path / "cache"
+    opts = dict(format_warmup=2, steps=2, eval_every=2, format_warmup_cache=str(cache))
+    Trainer(config(tmp_path, "first", algo="m3po", m3po_lambda=0.3, **opts)).fit()
+    assert len(list(cache.iterdir())) == 1
+    fresh = Trainer(config(tmp_path, "fresh", **{**opts, "format_warmup_cache": None}))
+    fresh.fit()
+    collect = format_mod.collect_traces
+    monkeypatch.setattr(format_mod, "collect_traces", lambda *a: pytest.fail("a cached warm-up was run again"))
+    cached = Trainer(config(tmp_path, "cached", **opts))
+    cached.fit()
+    assert all(torch.equal(v, lora_state(cached.model)[k]) for k, v in lora_state(fresh.model).items())
+    rows = {name: untimed(metrics(tmp_path / name)) for name in ("fresh", "cached")}
+    warm = [r for r in rows["cached"] if r.get("warmup")][0]
+    assert warm.pop("warmup_cached") == str(next(cache.iterdir()))
+    for a, b in zip(rows["fresh"], rows["cached"]):
+        a.pop("warmup_seconds", None), b.pop("warmup_seconds", None)
+        assert a == b
+    for name in ("warmup", "eval-warmup"):
+        files = [tmp_path / run / "samples" / f"{name}.jsonl" for run in ("fresh", "cached")]
+        assert files[0].read_text() == files[1].read_text()
+    monkeypatch.setattr(format_mod, "collect_traces", collect)
+    Trainer(config(tmp_path, "other", **{**opts, "format_warmup_lr": 5e-4, "steps": 1})).fit()  # another warm-up
+    assert len(list(cache.iterdir())) == 2

@@ -139,6 +139,11 @@ class TrainConfig:
     format_warmup_questions: int = field(32, "format warm-up: training questions sampled G times each for traces",
                                          ge=1)
     format_warmup_lr: float = field(1e-4, "format warm-up: AdamW learning rate (its own optimizer)", gt=0)
+    format_warmup_cache: str | None = field(None, "format warm-up: a folder of warmed-up adapters to share between "
+                                                  "runs: a run whose warm-up options (everything but the RL ones: "
+                                                  "algo, M3PO's lambda/T, steps, lr, ...) are there loads the adapter, "
+                                                  "the RNG state and the held-out evaluation after it instead of "
+                                                  "warming up again; otherwise it adds its own (one process only)")
     filter_groups: bool = field(False, "drop all-equal-reward groups and sample more questions to refill")
     filter_std_eps: float = field(1e-6, "filter_groups: a group counts as all-equal when its reward std is <= this",
                                   ge=0)

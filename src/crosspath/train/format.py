@@ -19,12 +19,17 @@ think`, else 0) runs once, before step 1 of a fresh run:
 Only the adapter changes: the RL optimizer, schedule, data stream and sampling seeds are those of a
 run without warm-up, so `--format-warmup 0` changes nothing, and with the same seed GRPO, M3PO and
 LeaP-GRPO all start RL from the same adapter. A resumed run never warms up again (its checkpoint
-holds the warmed-up adapter).
+holds the warmed-up adapter). Since the warm-up does not depend on the RL options, runs that differ
+only in those (GRPO and M3PO's lambda/T sweep, say) can share one: `--format-warmup-cache DIR` keeps
+each warm-up (adapter, RNG state, metrics line, samples, and the held-out evaluation after it) under
+a hash of the other options, and a later run with the same ones loads it and goes on exactly as if
+it had warmed up itself (tested); its warm-up line then says `warmup_cached: DIR/<hash>`.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -152,6 +157,101 @@ def format_warmup(trainer) -> dict | None:
     return {"warmup": True, **stats, "warmup_traces": len(traces), "warmup_steps": len(losses),
             "warmup_loss_first": losses[0] if losses else None, "warmup_loss_last": losses[-1] if losses else None,
             "warmup_seconds": round(time.time() - t0, 3)}
+
+
+# options that act only after the warm-up (RL, logging, the run folder): runs that differ only in
+# these share a warm-up; every other option is part of its cache key
+WARMUP_FREE = {"algo", "steps", "questions_per_step", "lr", "betas", "weight_decay", "warmup_ratio", "max_grad_norm",
+               "optim", "beta", "loss_type", "scale_rewards", "importance_level", "epsilon", "epsilon_high",
+               "entropy_coef", "baseline", "spo_rho", "spo_init_samples", "seed_grpo", "seed_alpha", "seed_scaling",
+               "length_penalty", "length_penalty_top", "length_penalty_min_ratio", "hints", "hint_fraction",
+               "hint_target", "hint_rounds", "num_iterations", "filter_groups", "filter_std_eps", "max_filter_rounds",
+               "m3po_lambda", "m3po_temperature", "m3po_weighting", "m3po_ref_replay", "rollout_backend",
+               "rollout_base_url", "rollout_gpu_memory_utilization", "rollout_max_model_len", "leap_rounds",
+               "leap_round_tokens", "leap_summary_tokens", "leap_answer_tokens", "leap_peers_k", "leap_router",
+               "eval_every", "save_every", "keep_checkpoints", "log_samples", "out", "resume", "overwrite",
+               "tensorboard", "progress", "format_warmup_cache", "history"}
+
+
+def warmup_key(cfg) -> tuple[str, dict]:
+    """(cache folder name, the options it stands for): a hash of every option not in WARMUP_FREE."""
+    import hashlib
+    import json
+
+    from crosspath.config import to_dict
+
+    opts = {k: v for k, v in sorted(to_dict(cfg).items()) if k not in WARMUP_FREE}
+    blob = json.dumps(opts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16], opts
+
+
+def warm_up(trainer) -> dict | None:
+    """The warm-up and the held-out evaluation of the warmed-up adapter (its metrics line), or None
+    when off. With --format-warmup-cache a warm-up done before with the same options is loaded
+    (adapter, RNG state, line, samples) instead of being run again, so the run goes on exactly as
+    if it had warmed up itself; a new one is added to the cache."""
+    cfg = trainer.cfg
+    if cfg.resolved_format_warmup() == 0:
+        return None
+    folder = None
+    if cfg.format_warmup_cache and not trainer.dist.active:
+        folder = Path(cfg.format_warmup_cache) / warmup_key(cfg)[0]
+    if folder is not None and (folder / "meta.json").exists():
+        return _load_warmup(trainer, folder)
+    row = format_warmup(trainer)
+    if cfg.eval_every and trainer.eval_set:
+        row.update(trainer.evaluate("eval-warmup"))
+    if folder is not None:
+        _save_warmup(trainer, folder, row)
+    return row
+
+
+def _save_warmup(trainer, folder: Path, row: dict) -> None:
+    import json
+    import os
+    import shutil
+
+    from crosspath.train.rng import rng_state
+
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "samples").mkdir(parents=True)
+    torch.save({n: p.detach().cpu() for n, p in trainer.model.named_parameters() if p.requires_grad},
+               tmp / "adapter.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    for name in ("warmup", "eval-warmup"):
+        src = trainer.run.path / "samples" / f"{name}.jsonl"
+        if src.exists():
+            shutil.copy(src, tmp / "samples" / src.name)
+    (tmp / "meta.json").write_text(json.dumps({"row": row, "options": warmup_key(trainer.cfg)[1]}, indent=1,
+                                              default=str))
+    try:
+        tmp.rename(folder)  # complete or absent; a run that got there first wins
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_warmup(trainer, folder: Path) -> dict:
+    import json
+    import shutil
+
+    from crosspath.train.rng import set_rng_state
+
+    weights = torch.load(folder / "adapter.pt", map_location="cpu")
+    params = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        raise ValueError(f"{folder}: the cached warm-up holds other trainable weights than this model's")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n])
+    set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    (trainer.run.path / "samples").mkdir(parents=True, exist_ok=True)
+    for src in (folder / "samples").glob("*.jsonl"):
+        shutil.copy(src, trainer.run.path / "samples" / src.name)
+    row = {**json.loads((folder / "meta.json").read_text())["row"], "warmup_cached": str(folder)}
+    if trainer.cfg.eval_every and trainer.eval_set and "eval_accuracy" not in row:  # cached by a run without
+        row.update(trainer.evaluate("eval-warmup"))
+    return row
 
 
 def marked_thinking(rollout, scored: list, n: int) -> tuple[float, float]:

@@ -43,7 +43,7 @@ from crosspath.train.data import PROMPT, evaluate, load_splits, prompt_text, rew
 from crosspath.train.engine_rollout import ENGINE_OPTIONS, RolloutEngine, mismatch_metrics
 from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, all_reduce_sum, barrier,
                                          broadcast_params, init_distributed)
-from crosspath.train.format import format_warmup, marked_thinking
+from crosspath.train.format import marked_thinking, warm_up
 from crosspath.train.guard import check_finite, check_weights
 from crosspath.train.lora import enable_activation_checkpointing, setup_lora, trainable_parameters
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
@@ -58,7 +58,8 @@ from crosspath.train.update import backward_pass
 from crosspath.train.variants import KeptRows, Variants, check as check_variants
 
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "eval_every", "save_every", "keep_checkpoints",
-               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads"} | ENGINE_OPTIONS
+               "log_samples", "progress", "tensorboard", "device", "eval_batch_size", "threads",
+               "format_warmup_cache"} | ENGINE_OPTIONS
 RESUME_TUNABLE = ("lr", "max_grad_norm")  # may change on --resume (after a NaN); kept in config.yaml `history`
 
 
@@ -374,9 +375,8 @@ class Trainer:
             row = {"step": 0, **self.evaluate()}
             self.run.log(row)
             rows.append(row)
-        warm = format_warmup(self) if self.step == 0 else None  # the warmed-up adapter is evaluated too
+        warm = warm_up(self) if self.step == 0 else None  # the warmed-up adapter is evaluated too
         if warm is not None:
-            warm.update(self.evaluate("eval-warmup") if cfg.eval_every and self.eval_set else {})
             rows.append({"step": 0, **warm})
             self.run.log(rows[-1])
         while self.step < cfg.steps:
