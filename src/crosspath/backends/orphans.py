@@ -28,6 +28,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 PROC = Path("/proc")
 CHECK_S = 1.0  # the watchdog's polling interval
+_WATCHDOGS: list[subprocess.Popen] = []  # kept, so no Popen is collected (and warned about) while it runs
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -64,9 +65,11 @@ def guard(processes: dict[int, int]) -> subprocess.Popen | None:
     if not processes or not PROC.is_dir():
         return None
     args = [f"{pid}:{start}" for pid, start in sorted(processes.items())]
-    return subprocess.Popen([sys.executable, "-m", "crosspath.backends.orphans", str(os.getpid()), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "crosspath.backends.orphans", str(os.getpid()), *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
+    _WATCHDOGS.append(proc)
+    return proc
 
 
 def start_engine(make: Callable[[], T]) -> T:

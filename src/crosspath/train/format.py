@@ -28,17 +28,23 @@ it had warmed up itself (tested); its warm-up line then says `warmup_cached: DIR
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from crosspath.config import to_dict
 from crosspath.models import render_prompt
 from crosspath.tasks import count_markers, grade
 from crosspath.train.data import prompt_text, think_correct
 from crosspath.train.distributed import broadcast_params
 from crosspath.train.leap_rollout import loss_mask
 from crosspath.train.optim import clip_gradients
+from crosspath.train.rng import rng_state, set_rng_state
 from crosspath.train.rollout import sample_rollouts
 
 WARMUP_BATCH = 8  # traces per SFT step
@@ -175,10 +181,6 @@ WARMUP_FREE = {"algo", "steps", "questions_per_step", "lr", "betas", "weight_dec
 
 def warmup_key(cfg) -> tuple[str, dict]:
     """(cache folder name, the options it stands for): a hash of every option not in WARMUP_FREE."""
-    import hashlib
-    import json
-
-    from crosspath.config import to_dict
 
     opts = {k: v for k, v in sorted(to_dict(cfg).items()) if k not in WARMUP_FREE}
     blob = json.dumps(opts, sort_keys=True, default=str)
@@ -207,12 +209,6 @@ def warm_up(trainer) -> dict | None:
 
 
 def _save_warmup(trainer, folder: Path, row: dict) -> None:
-    import json
-    import os
-    import shutil
-
-    from crosspath.train.rng import rng_state
-
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "samples").mkdir(parents=True)
@@ -232,11 +228,6 @@ def _save_warmup(trainer, folder: Path, row: dict) -> None:
 
 
 def _load_warmup(trainer, folder: Path) -> dict:
-    import json
-    import shutil
-
-    from crosspath.train.rng import set_rng_state
-
     weights = torch.load(folder / "adapter.pt", map_location="cpu")
     params = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
     if set(weights) != set(params):
