@@ -165,24 +165,34 @@ def test_lora_adapter_on_vllm_equals_hf(vllm_ok, hf, tmp_path):
 
 
 KILLED = """
+import os
 import sys
 from crosspath.backends.orphans import descendants
 from crosspath.backends.vllm import VLLMGenerator
 from crosspath.models import resolve
 gen = VLLMGenerator(resolve(sys.argv[1]), dtype="float32", max_model_len=1024, cpu_kvcache_gib=1)
-print(" ".join(map(str, descendants())), flush=True)   # the engine's processes (and the guard)
-sys.stdin.read()                                      # wait to be killed
+with open(sys.argv[2] + ".part", "w") as f:            # vLLM logs to stdout: the pids go to a file
+    f.write(" ".join(map(str, descendants())))         # the engine's processes (and the guard)
+os.replace(sys.argv[2] + ".part", sys.argv[2])
+sys.stdin.read()                                       # wait to be killed
 """
 
 
-def test_a_sigkilled_process_leaves_no_engine_behind(vllm_ok):
+def test_a_sigkilled_process_leaves_no_engine_behind(vllm_ok, tmp_path):
     """SIGKILL runs no exit code: the orphan guard must stop the engine's processes (they hold memory)."""
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, MODEL], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    pids = [int(p) for p in proc.stdout.readline().split()]
+    started = tmp_path / "pids"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, MODEL, str(started)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    end = time.time() + 600
+    while not started.exists() and proc.poll() is None and time.time() < end:
+        time.sleep(0.5)
+    if not started.exists():
+        proc.kill()
+        pytest.fail(f"the engine did not start (exit code {proc.poll()})")
+    pids = [int(p) for p in started.read_text().split()]
     assert pids, "the engine started no process of its own"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
