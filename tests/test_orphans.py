@@ -5,12 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from crosspath.backends import orphans
+from proc_helpers import running as _running, still_running
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="the guard reads /proc (Linux)")
 
@@ -23,23 +23,6 @@ time.sleep(300)
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie is dead, only not yet collected
-
-
-def _wait_until_gone(pid: int, limit_s: float = 30.0) -> bool:
-    end = time.time() + limit_s
-    while time.time() < end:
-        if not _running(pid):
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_killed_parent_takes_its_engine_processes_along():
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
@@ -47,7 +30,7 @@ def test_a_killed_parent_takes_its_engine_processes_along():
         assert _running(child) and child in orphans.descendants(parent.pid)
         os.kill(parent.pid, signal.SIGKILL)  # no exit code of the parent runs
         parent.wait()
-        assert _wait_until_gone(child), "the engine's process outlived its killed parent"
+        assert not still_running([child]), "the engine's process outlived its killed parent"
     finally:
         if _running(child):
             os.kill(child, signal.SIGKILL)

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from crosspath.backends import SamplingParams
+from proc_helpers import still_running
 
 pytestmark = pytest.mark.vllm
 
@@ -196,16 +197,5 @@ def test_a_sigkilled_process_leaves_no_engine_behind(vllm_ok, tmp_path):
     assert pids, "the engine started no process of its own"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    end, alive = time.time() + 60, pids
-
-    def running(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not yet collected
-        except OSError:
-            return False
-
-    while alive and time.time() < end:
-        time.sleep(0.5)
-        alive = [p for p in pids if running(p)]
+    alive = still_running(pids, limit_s=60)
     assert not alive, f"processes {alive} outlived the killed engine owner"
