@@ -143,6 +143,13 @@ def table(path: Path = RESULTS) -> str:
         out += ["| algo | λ | T | seed | steps | accuracy base / warm-up / after % | think-rule after % | "
                 "warm-up traces | format rate % first / last | thinking share % first / last | tokens first / last | "
                 "s per step | only GRPO / only M3PO (McNemar) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + think
+    pooled = _think_pooled(rows)
+    if pooled:
+        out.append("\nM3PO (think) against GRPO (think) over several seeds (held-out greedy accuracy after RL, mean "
+                   "over the seeds; M3PO - GRPO: mean ± standard deviation of the per-seed differences; discordant "
+                   "questions summed over the seeds, exact McNemar on the sums, which treats the seeds as independent):\n")
+        out += ["| model | steps | setting | seeds | GRPO after % | M3PO after % | M3PO - GRPO (points) | "
+                "only GRPO / only M3PO | McNemar p |", "|---|---|---|---|---|---|---|---|---|"] + pooled
     out.append("\nCurves (eval accuracy % by step):")
     for r in rows:
         curve = " ".join(f"{s}:{100 * a:.1f}" for s, a in r["curve"])
@@ -257,6 +264,32 @@ def _think(rows: list[dict]) -> list[str]:
                    f"{pct(t['thinking_share_marked_first'])} / {pct(t['thinking_share_marked_last'])} | "
                    f"{num(t['completion_length_first'])} / {num(t['completion_length_last'])} | "
                    f"{step_seconds(r):.1f} | {versus(r)} |")
+    return out
+
+
+def _think_pooled(rows: list[dict]) -> list[str]:
+    """Per M3PO (think) setting run with several seeds: the discordant held-out questions against GRPO
+    (think) of the same seed, summed over the seeds, and the exact McNemar test of the sums."""
+    grpo = {(r["model"], r["steps"], r["eval_size"], r["seed"]): r for r in rows
+            if r.get("variant") == "think" and r["algo"] == "grpo"}
+    pooled: dict[tuple, list] = {}
+    for r in rows:
+        g = grpo.get((r["model"], r["steps"], r["eval_size"], r["seed"]))
+        if r.get("variant") != "think" or r["algo"] == "grpo" or g is None:
+            continue
+        a, b = set(g["after_correct"]), set(r["after_correct"])
+        key = (r["model"], r["steps"], r["eval_size"], r.get("m3po_lambda"), r.get("m3po_temperature"))
+        pooled.setdefault(key, []).append((r["seed"], len(a - b), len(b - a), g["after"], r["after"]))
+    out = []
+    for (model, steps, n, lam, temp), xs in sorted(pooled.items(), key=lambda kv: str(kv[0])):
+        if len(xs) < 2:
+            continue
+        only_g, only_m = sum(x[1] for x in xs), sum(x[2] for x in xs)
+        gains = [x[4] - x[3] for x in xs]
+        out.append(f"| {model} | {steps} | λ{lam:g} T{temp:g} | {','.join(str(x[0]) for x in sorted(xs))} | "
+                   f"{100 * statistics.mean(x[3] for x in xs):.1f} | {100 * statistics.mean(x[4] for x in xs):.1f} | "
+                   f"{100 * statistics.mean(gains):+.1f} ± {100 * statistics.stdev(gains):.1f} | "
+                   f"{only_g} / {only_m} | {mcnemar_p(only_g, only_m):.2f} |")
     return out
 
 
