@@ -2,7 +2,8 @@
 
     python benchmarks/collab_rl.py [--model smollm2-135m] [--steps 60] [--eval-questions 200] [--seeds 0 1 2]
                                    [--root runs/bench/collab_rl] [--threads N]
-    python benchmarks/collab_rl.py --table [--root ...]       # the table of what is there so far (every seed)
+    python benchmarks/collab_rl.py --table                    # the table of the recorded results
+    python benchmarks/collab_rl.py --record [options as run]  # record what is under --root (runs of an older version)
 
 Training (crosspath's Trainer, one run per algorithm and seed): the same task (rg:chain_sum, 2-3
 terms of 1 digit), the same training questions in the same order (B questions per step), the same
@@ -26,6 +27,10 @@ that read peers (in LeaP-GRPO training, and in each LeaP evaluation); then an ex
 cons@4 correctness, question by question, between LeaP-GRPO evaluated with LeaP and GRPO evaluated
 with independent paths, per seed and pooled over seeds.
 
+Recorded: every finished evaluation becomes a line of benchmarks/results/collab_rl.jsonl (`--results`;
+per question pass@1, cons@4 and tokens, plus the training figures), replaced when it is evaluated again
+with the same setting; `--table` prints one table per setting from that file alone.
+
 Resumable: every training run and every evaluation is a directory under --root
 (train-<algo>-s<seed>/, eval-<adapter>-s<seed>-<method>/; the base model: eval-base-s<seed>-<method>/,
 sampled with that seed); a finished one is reused (refused when it was trained with other options:
@@ -40,10 +45,12 @@ import json
 import shlex
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from shared import mcnemar_p
 
+RESULTS = Path(__file__).parent / "results" / "collab_rl.jsonl"
 ALGOS = ("grpo", "m3po", "leap")
 # options a finished training run must share with this invocation to be reused
 REUSE_KEYS = ("model", "task", "steps", "group_size", "questions_per_step", "max_new_tokens", "answer_format",
@@ -146,6 +153,64 @@ def _read_peers(rows: list[dict]) -> float | None:
     return sum(read) / len(read) if read else None
 
 
+def setting(args) -> dict:
+    """The options that make two records comparable (one table per setting)."""
+    return {k: getattr(args, k) for k in SETTING_KEYS}
+
+
+SETTING_KEYS = ("model", "task", "steps", "questions_per_step", "group_size", "train_size", "eval_questions",
+                "eval_seed", "rounds", "round_tokens", "summary_tokens", "answer_tokens", "top_k", "answer_format",
+                "m3po_lambda", "m3po_temperature")
+
+
+def summarize(args, name: str, seed: int, method: str) -> dict | None:
+    """One results line for a finished evaluation under --root: per question pass@1, cons@4 and tokens,
+    the LeaP paths' read-peers share, and the adapter's training figures (None while unfinished)."""
+    from crosspath.envinfo import machine
+
+    root = Path(args.root)
+    out = root / f"eval-{name}-s{seed}-{method}"
+    rows = _lines(out / "results.jsonl")
+    if not rows or not (out / "summary.json").exists():
+        return None
+    rec = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+           "command": "python " + shlex.join(sys.argv), "setting": setting(args), "adapter": name, "method": method,
+           "seed": seed, "read_peers": _read_peers(rows) if method == "leap" else None,
+           "questions": [{"id": r["id"], "pass_at_1": r["pass_at_1"], "cons_correct": bool(r["cons_correct"]),
+                          "tokens": r["tokens"]} for r in rows],
+           "train_tokens_per_step": None, "train_read_peers": None}
+    run = root / f"train-{name}-s{seed}"
+    steps = [m for m in _lines(run / "metrics.jsonl") if "completion_length" in m]
+    if steps:
+        import yaml
+
+        tc = yaml.safe_load((run / "config.yaml").read_text())
+        rec["train_tokens_per_step"] = round(statistics.mean(m["completion_length"] for m in steps)
+                                             * tc["group_size"] * tc["questions_per_step"], 1)
+        if name == "leap":
+            rec["train_read_peers"] = statistics.mean(m["leap_read_peers"] for m in steps)
+    return rec
+
+
+def record(args, path: Path) -> int:
+    """Write every finished evaluation under --root (of --seeds) into the results JSONL, replacing the
+    line of the same setting, adapter, method and seed. Returns how many lines were written."""
+    import fcntl
+
+    key = lambda r: (json.dumps(r["setting"], sort_keys=True), r["adapter"], r["method"], r["seed"])  # noqa: E731
+    new = [r for seed in args.seeds for name in ADAPTERS for method in METHODS
+           if (r := summarize(args, name, seed, method)) is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:  # two invocations (e.g. --only base leap / grpo m3po) may record
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recs = {key(r): r for r in _lines(path)}
+        recs.update((key(r), r) for r in new)
+        tmp = path.with_suffix(".part")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in recs.values()))
+        tmp.replace(path)
+    return len(new)
+
+
 def _fmt(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not xs:
         return "-"
@@ -153,49 +218,45 @@ def _fmt(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * statistics.mean(xs):.{digits}f}{spread}"
 
 
-def table(args) -> str:
-    root = Path(args.root)
+def table(records: list[dict]) -> str:
+    """One table per setting of the recorded evaluations (see `summarize`)."""
+    if not records:
+        return "no recorded evaluations yet"
+    by_setting: dict[str, list[dict]] = {}
+    for r in records:
+        by_setting.setdefault(json.dumps(r["setting"], sort_keys=True), []).append(r)
+    return "\n\n".join((f"Setting: `{s}`\n\n" if len(by_setting) > 1 else "") + _table(rs)
+                        for s, rs in by_setting.items())
+
+
+def _table(records: list[dict]) -> str:
     out = ["| adapter | eval | seeds | questions | pass@1 % | cons@4 % | tokens / question | read peers % | "
            "train tok / step | train read peers % |", "|---|---|---|---|---|---|---|---|---|---|"]
-    rows_of: dict[tuple, dict] = {}
+    at = {(r["adapter"], r["method"], r["seed"]): r for r in records}
+    all_seeds = sorted({r["seed"] for r in records})
     for name in ADAPTERS:
         for method in METHODS:
-            cols = {k: [] for k in ("p1", "c4", "tok", "read", "step_tok", "train_read")}
-            seeds, n = [], set()
-            for seed in args.seeds:
-                rows = _lines(root / f"eval-{name}-s{seed}-{method}" / "results.jsonl")
-                if not rows:
-                    continue
-                seeds.append(seed)
-                n.add(len(rows))
-                rows_of[(name, method, seed)] = {r["id"]: r for r in rows}
-                cols["p1"].append(sum(r["pass_at_1"] for r in rows) / len(rows))
-                cols["c4"].append(sum(bool(r["cons_correct"]) for r in rows) / len(rows))
-                cols["tok"].append(sum(r["tokens"] for r in rows) / len(rows))
-                if method == "leap":
-                    cols["read"].append(_read_peers(rows))
-                run = root / f"train-{name}-s{seed}"
-                steps = [m for m in _lines(run / "metrics.jsonl") if "completion_length" in m]
-                if steps:
-                    import yaml
-
-                    tc = yaml.safe_load((run / "config.yaml").read_text())
-                    cols["step_tok"].append(statistics.mean(m["completion_length"] for m in steps)
-                                            * tc["group_size"] * tc["questions_per_step"])
-                    if name == "leap":
-                        cols["train_read"].append(statistics.mean(m["leap_read_peers"] for m in steps))
-            if seeds:
-                out.append(f"| {name} | {method} | {','.join(map(str, seeds))} | {'/'.join(map(str, sorted(n)))} | "
-                           f"{_fmt(cols['p1'])} | {_fmt(cols['c4'])} | {_fmt(cols['tok'], 1, 0)} | "
-                           f"{_fmt(cols['read'])} | {_fmt(cols['step_tok'], 1, 0)} | {_fmt(cols['train_read'])} |")
+            recs = [at[(name, method, s)] for s in all_seeds if (name, method, s) in at]
+            if not recs:
+                continue
+            qs = [r["questions"] for r in recs]
+            col = lambda f: [f(r) for r in recs if f(r) is not None]  # noqa: E731
+            out.append(f"| {name} | {method} | {','.join(str(r['seed']) for r in recs)} | "
+                       f"{'/'.join(map(str, sorted({len(q) for q in qs})))} | "
+                       f"{_fmt([statistics.mean(x['pass_at_1'] for x in q) for q in qs])} | "
+                       f"{_fmt([statistics.mean(x['cons_correct'] for x in q) for q in qs])} | "
+                       f"{_fmt([statistics.mean(x['tokens'] for x in q) for q in qs], 1, 0)} | "
+                       f"{_fmt(col(lambda r: r['read_peers']))} | "
+                       f"{_fmt(col(lambda r: r['train_tokens_per_step']), 1, 0)} | "
+                       f"{_fmt(col(lambda r: r['train_read_peers']))} |")
     paired, pooled = [], [0, 0, 0, 0]
-    for seed in args.seeds:
-        a, b = rows_of.get(("leap", "leap", seed)), rows_of.get(("grpo", "independent", seed))
+    for seed in all_seeds:
+        a, b = at.get(("leap", "leap", seed)), at.get(("grpo", "independent", seed))
         if not (a and b):
             continue
-        ids = sorted(set(a) & set(b))
-        ca = {i: bool(a[i]["cons_correct"]) for i in ids}
-        cb = {i: bool(b[i]["cons_correct"]) for i in ids}
+        ca = {q["id"]: q["cons_correct"] for q in a["questions"]}
+        cb = {q["id"]: q["cons_correct"] for q in b["questions"]}
+        ids = sorted(set(ca) & set(cb))
         c = [sum(ca[i] and cb[i] for i in ids), sum(ca[i] and not cb[i] for i in ids),
              sum(cb[i] and not ca[i] for i in ids), sum(not ca[i] and not cb[i] for i in ids)]
         pooled = [x + y for x, y in zip(pooled, c)]
@@ -225,7 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="rg:chain_sum")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="training/sampling seeds (3 for the figures; default 0; --table: every seed under --root)")
+                    help="training/sampling seeds (3 for the figures; default 0; --record: every seed under --root)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--questions-per-step", type=int, default=d.questions_per_step)
     ap.add_argument("--group-size", type=int, default=4, help="N paths per question in training (default 4)")
@@ -250,22 +311,35 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default="runs/bench/collab_rl", help="parent of the run directories")
     ap.add_argument("--only", nargs="*", choices=ADAPTERS, help="train/evaluate only these adapters")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--table", action="store_true", help="print the table of what is under --root and exit")
+    ap.add_argument("--results", default=str(RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd())
+                                              else RESULTS),
+                    help="results JSONL: every finished evaluation is recorded there (default: %(default)s)")
+    ap.add_argument("--record", action="store_true",
+                    help="record the finished evaluations under --root (every seed there; give the options they "
+                         "ran with) into --results, print the table and exit")
+    ap.add_argument("--table", action="store_true", help="print the table of the recorded results and exit")
     args = ap.parse_args(argv)
+    results = Path(args.results)
+    if args.table:
+        print(table(_lines(results)))
+        return 0
     if args.seeds is None:
         found = {int(d.name.rsplit("-s", 1)[1].split("-")[0]) for d in Path(args.root).glob("eval-*-s*-*")}
-        args.seeds = sorted(found) if args.table and found else [0]
-    if not args.table:
+        args.seeds = sorted(found) if args.record and found else [0]
+    if not args.record:
         problems = held_out(args)
         for seed in args.seeds:  # seed by seed: a stopped run has whole seeds to show
             for name in args.only or ADAPTERS:
                 adapter = None if name == "base" else train(args, name, seed)
                 for method in ("leap", "independent"):  # independent matches the LeaP run's budget
                     evaluate(args, name, seed, adapter, method, problems)
+                    record(args, results)
+    n = record(args, results)
     from crosspath.envinfo import machine
 
     print(f"# Collaborative RL\n\nMachine: {machine()}  \nCommand: `python {shlex.join(sys.argv)}`\n")
-    print(table(args))
+    print(f"{n} finished evaluations under {args.root} recorded in {results}\n")
+    print(table(_lines(results)))
     return 0
 
 

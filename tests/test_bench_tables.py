@@ -1,0 +1,63 @@
+"""The benchmark tables built from recorded results: learning.py's pooled M3PO-vs-GRPO test over seeds,
+collab_rl.py's records of finished evaluations and its paired table."""
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import collab_rl  # noqa: E402
+import learning  # noqa: E402
+from shared import mcnemar_p  # noqa: E402
+
+
+def _row(algo, seed, correct, lam=None):
+    return {"model": "m", "steps": 30, "eval_size": 10, "seed": seed, "algo": algo, "variant": "think",
+            "m3po_lambda": lam, "m3po_temperature": None if lam is None else 0.1,
+            "after": len(correct) / 10, "after_correct": sorted(correct)}
+
+
+def test_discordant_questions_are_summed_over_seeds_per_setting():
+    rows = [_row("grpo", 0, {"a", "b", "c"}), _row("m3po", 0, {"a", "d", "e"}, 0.3),   # 2 / 2
+            _row("grpo", 1, {"a", "b"}), _row("m3po", 1, {"a", "b", "c", "d"}, 0.3),   # 0 / 2
+            _row("m3po", 0, {"a"}, 0.1)]                                               # one seed: no line
+    (line,) = learning._think_pooled(rows)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:4] == ["λ0.3 T0.1", "0,1"]
+    assert cells[4:6] == ["25.0", "35.0"]               # GRPO 0.3, 0.2; M3PO 0.3, 0.4
+    assert cells[6] == "+10.0 ± 14.1"                    # per-seed differences 0 and +20 points
+    assert cells[7] == "2 / 4" and cells[8] == f"{mcnemar_p(2, 4):.2f}"
+
+
+def _eval_dir(root, name, seed, method, cons, read=False, finished=True):
+    out = root / f"eval-{name}-s{seed}-{method}"
+    out.mkdir(parents=True)
+    rows = [{"id": f"q{i}", "pass_at_1": 0.5 * c, "cons_correct": c, "tokens": 100 + i,
+             "paths": [{"rounds": [{"peers": ["x"] if read else []}]}]} for i, c in enumerate(cons)]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:
+        (out / "summary.json").write_text("{}")
+
+
+def test_collab_rl_records_finished_evaluations_and_pairs_them(tmp_path):
+    root = tmp_path / "root"
+    args = SimpleNamespace(root=str(root), seeds=[0], **{k: 1 for k in collab_rl.SETTING_KEYS})
+    _eval_dir(root, "leap", 0, "leap", [1, 1, 0, 1], read=True)
+    _eval_dir(root, "grpo", 0, "independent", [1, 0, 0, 0])
+    _eval_dir(root, "grpo", 0, "leap", [1, 1, 1, 1], finished=False)  # still running: not recorded
+    train = root / "train-leap-s0"
+    train.mkdir()
+    (train / "config.yaml").write_text("group_size: 4\nquestions_per_step: 2\n")
+    (train / "metrics.jsonl").write_text(json.dumps({"completion_length": 10, "leap_read_peers": 0.5}) + "\n")
+    results = tmp_path / "collab_rl.jsonl"
+    assert collab_rl.record(args, results) == 2
+    assert collab_rl.record(args, results) == 2 and len(results.read_text().splitlines()) == 2  # replaced, not added
+    recs = [json.loads(x) for x in results.read_text().splitlines()]
+    leap = next(r for r in recs if r["adapter"] == "leap")
+    assert leap["read_peers"] == 1.0 and leap["train_tokens_per_step"] == 80 and leap["train_read_peers"] == 0.5
+    text = collab_rl.table(recs)
+    assert "| leap | leap | 0 | 4 | 37.5 | 75.0 | 102 | 100.0 | 80 | 50.0 |" in text
+    assert "| grpo | leap |" not in text
+    assert f"| 0 | 4 | 1 | 2 | 0 | 1 | {mcnemar_p(2, 0):.3f} |" in text  # both / only LeaP-GRPO / only GRPO / neither
