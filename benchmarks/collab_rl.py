@@ -13,7 +13,7 @@ generate the same tokens per step; what they did generate is reported (train tok
 held-out questions (seed 1234) are removed from training. GRPO and M3PO train with the thinking
 phase by default (`--answer-format think`: reasoning, then a `####` line; the trainer's format
 warm-up of 20 SFT steps on the model's own correct traces runs first, outside the RL steps), M3PO
-with `--m3po-lambda` / `--m3po-temperature` (take the best of `benchmarks/learning.py --sweep`);
+with `--m3po-lambda` / `--m3po-temperature` (default lambda 0.3, T 0.1: the best of `benchmarks/learning.py --sweep`);
 LeaP-GRPO trains under LeaP's own prompt.
 
 Evaluation (crosspath.infer.runner.run with the adapter, hf backend): every adapter (and the base
@@ -302,8 +302,9 @@ def main(argv=None) -> int:
                     help="GRPO and M3PO: the training prompt and reward (think: reasoning, then a #### line, with "
                          "the format warm-up first; M3PO blends while thinking) and their independent evaluation's "
                          "prompt (default think)")
-    ap.add_argument("--m3po-lambda", type=float, default=d.m3po_lambda,
-                    help="M3PO's lambda (the sweep's best: benchmarks/learning.py --sweep)")
+    ap.add_argument("--m3po-lambda", type=float, default=0.3,
+                    help="M3PO's lambda (default: 0.3, the best of benchmarks/learning.py --sweep; the trainer's "
+                         "default is 0.1)")
     ap.add_argument("--m3po-temperature", type=float, default=d.m3po_temperature, help="M3PO's T")
     ap.add_argument("--save-every", type=int, default=10)
     ap.add_argument("--batch-questions", type=int, default=8, help="evaluation questions per generator call")
