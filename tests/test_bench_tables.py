@@ -35,7 +35,8 @@ def _eval_dir(root, name, seed, method, cons, read=False, finished=True):
     out = root / f"eval-{name}-s{seed}-{method}"
     out.mkdir(parents=True)
     rows = [{"id": f"q{i}", "pass_at_1": 0.5 * c, "cons_correct": c, "tokens": 100 + i,
-             "paths": [{"rounds": [{"peers": ["x"] if read else []}]}]} for i, c in enumerate(cons)]
+             "paths": [{"rounds": [{"round": 0, "answer": "7", "correct": False, **({"peers": ["x"]} if read else {})},
+                                   {"round": 1, "answer": "8", "correct": bool(c)}]}]} for i, c in enumerate(cons)]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if finished:
         (out / "summary.json").write_text("{}")
@@ -58,6 +59,7 @@ def test_collab_rl_records_finished_evaluations_and_pairs_them(tmp_path):
     leap = next(r for r in recs if r["adapter"] == "leap")
     assert leap["read_peers"] == 1.0 and leap["train_tokens_per_step"] == 80 and leap["train_read_peers"] == 0.5
     text = collab_rl.table(recs)
-    assert "| leap | leap | 0 | 4 | 37.5 | 75.0 | 102 | 100.0 | 80 | 50.0 |" in text
+    assert "| leap | leap | 0 | 4 | 37.5 | 75.0 | 102 | 100.0 | 3 / 0 | 80 | 50.0 |" in text
+    assert "| grpo | independent | 0 | 4 | 12.5 | 25.0 | 102 | - | - | - | - |" in text
     assert "| grpo | leap |" not in text
     assert f"| 0 | 4 | 1 | 2 | 0 | 1 | {mcnemar_p(2, 0):.3f} |" in text  # both / only LeaP-GRPO / only GRPO / neither
