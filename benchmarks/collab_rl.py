@@ -331,8 +331,7 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default="runs/bench/collab_rl", help="parent of the run directories")
     ap.add_argument("--only", nargs="*", choices=ADAPTERS, help="train/evaluate only these adapters")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--results", default=str(RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd())
-                                              else RESULTS),
+    ap.add_argument("--results", default=str(RESULTS),
                     help="results JSONL: every finished evaluation is recorded there (default: %(default)s)")
     ap.add_argument("--record", action="store_true",
                     help="record the finished evaluations under --root (every seed there; give the options they "

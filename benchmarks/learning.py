@@ -238,12 +238,17 @@ def _think_stats(rows: list[dict]) -> dict:
                for k in ("format_rate", "thinking_share_marked", "completion_length", "reward_mean")}}
 
 
+def _think_grpo(rows: list[dict]) -> dict[tuple, dict]:
+    """GRPO (think) runs by (model, steps, held-out size, seed): the M3PO (think) runs' control."""
+    return {(r["model"], r["steps"], r["eval_size"], r["seed"]): r for r in rows
+            if r.get("variant") == "think" and r["algo"] == "grpo"}
+
+
 def _think(rows: list[dict]) -> list[str]:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     num = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     out = []
-    grpo = {(r["model"], r["steps"], r["eval_size"], r["seed"]): r for r in rows
-            if r.get("variant") == "think" and r["algo"] == "grpo"}
+    grpo = _think_grpo(rows)
 
     def versus(r):  # M3PO against GRPO (think) of the same seed, question by question
         g = grpo.get((r["model"], r["steps"], r["eval_size"], r["seed"]))
@@ -270,8 +275,7 @@ def _think(rows: list[dict]) -> list[str]:
 def _think_pooled(rows: list[dict]) -> list[str]:
     """Per M3PO (think) setting run with several seeds: the discordant held-out questions against GRPO
     (think) of the same seed, summed over the seeds, and the exact McNemar test of the sums."""
-    grpo = {(r["model"], r["steps"], r["eval_size"], r["seed"]): r for r in rows
-            if r.get("variant") == "think" and r["algo"] == "grpo"}
+    grpo = _think_grpo(rows)
     pooled: dict[tuple, list] = {}
     for r in rows:
         g = grpo.get((r["model"], r["steps"], r["eval_size"], r["seed"]))
