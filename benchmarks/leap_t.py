@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ PAIR = ("LeaP-T/LeaP (--leap-t)", "base+SFT/independent")  # the paired test of 
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return re.sub("-+", "-", "".join(c if c.isalnum() else "-" for c in name.lower())).strip("-")
 
 
 def seed_root(a, seed: int) -> Path:
@@ -130,7 +131,9 @@ def row_config(a, seed: int, name: str) -> RunConfig | None:
     return cfg
 
 
-def stage_eval(a, seed: int, base_gen) -> None:
+def stage_eval(a, seed: int, base_gen, rows: list[str] | None = None) -> None:
+    """Evaluate ``rows`` (default: all) chunk by chunk. A row whose adapter is not trained yet is skipped
+    with a message, so base rows can run in another process while traces and training are under way."""
     from crosspath.backends.hf import HFGenerator
     from crosspath.tasks import load_task
 
@@ -139,9 +142,14 @@ def stage_eval(a, seed: int, base_gen) -> None:
     chunk = max(a.batch_questions, a.chunk - a.chunk % a.batch_questions)  # whole batches: seeds stay the same
     for upto in range(chunk, len(problems) + chunk, chunk):
         upto = min(upto, len(problems))
-        for name in ROWS:
+        for name in rows or ROWS:
             cfg = row_config(a, seed, name)
             if cfg is None:
+                continue
+            if cfg.adapter and not (Path(cfg.adapter).parent / "data.json").exists():
+                if upto == chunk:
+                    print(f"[eval] seed {seed} {name}: skipped, {cfg.adapter} is not trained yet (stage train)",
+                          flush=True)
                 continue
             if cfg.adapter not in gens:
                 gens[cfg.adapter] = HFGenerator.from_name(a.model, adapter=cfg.adapter)
@@ -244,6 +252,22 @@ def settings(a) -> str:
             f"lr {a.lr}, max_len {a.max_len}, LoRA r16{'; WRONG PATHS KEPT (smoke test)' if a.keep_wrong else ''}")
 
 
+STAGES = ("traces", "train", "eval")
+
+
+def pick_rows(ap, names: list[str] | None) -> list[str] | None:
+    """--rows: row names or their slugs (base-independent, base-leap, leap-t-leap-leap-t, ...)."""
+    if not names:
+        return None
+    by_slug = {slug(n): n for n in ROWS}
+    out = []
+    for n in names:
+        if n not in ROWS and slug(n) not in by_slug:
+            ap.error(f"--rows: unknown row {n!r}; rows: {', '.join(by_slug)}")
+        out.append(n if n in ROWS else by_slug[slug(n)])
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, nargs="+", default=[0], help="pipeline seeds (training task seed, sampling, LoRA)")
@@ -265,12 +289,20 @@ def main(argv=None) -> None:
     ap.add_argument("--root", default=ROOT)
     ap.add_argument("--overwrite", action="store_true", help="delete the seeds' folders first")
     ap.add_argument("--table", action="store_true", help="only print the tables from recorded results")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="run only these stages (default: all, in order; train finishes the traces first); e.g. one "
+                         "process --stages traces train "
+                         "and another --stages eval --rows base-independent base-leap on a second core")
+    ap.add_argument("--rows", nargs="+", metavar="ROW",
+                    help="evaluate only these rows (names or slugs: " + ", ".join(slug(n) for n in ROWS) + "); "
+                         "processes with disjoint --rows can share a seed")
     a = ap.parse_args(argv)
     for c in a.control:
         name, _, js = c.partition("=")
         if name not in CONTROL_OVERRIDES:
             ap.error(f"--control: unknown row {name!r}; rows: {', '.join(CONTROL_OVERRIDES)}")
         ROWS[f"base/{name}"] = ("base", dict(method="leap", **json.loads(js)))
+    rows = pick_rows(ap, a.rows)
     if EVAL_TASK_SEED in a.seed:
         ap.error(f"--seed {EVAL_TASK_SEED} is the held-out task seed")
     set_threads(a.threads)
@@ -287,12 +319,15 @@ def main(argv=None) -> None:
         from crosspath.distill.leap_traces import build_traces
 
         base_gen = base_gen or HFGenerator.from_name(a.model)
-        t0 = time.time()
-        build_traces(traces_config(a, seed), generator=base_gen)
-        print(f"[traces] seed {seed}: {time.time() - t0:.0f} s", flush=True)
-        stage_train(a, seed, "leap-t")
-        stage_train(a, seed, "sft", single_paths=True, match=str(seed_root(a, seed) / "leap-t"))
-        stage_eval(a, seed, base_gen)
+        if "traces" in a.stages or "train" in a.stages:  # resumes; nothing to do once every chunk is there
+            t0 = time.time()
+            build_traces(traces_config(a, seed), generator=base_gen)
+            print(f"[traces] seed {seed}: {time.time() - t0:.0f} s", flush=True)
+        if "train" in a.stages:
+            stage_train(a, seed, "leap-t")
+            stage_train(a, seed, "sft", single_paths=True, match=str(seed_root(a, seed) / "leap-t"))
+        if "eval" in a.stages:
+            stage_eval(a, seed, base_gen, rows)
     print("\n\n".join(table(a, seed) for seed in a.seed))
 
 

@@ -63,3 +63,25 @@ def test_collab_rl_records_finished_evaluations_and_pairs_them(tmp_path):
     assert "| grpo | independent | 0 | 4 | 12.5 | 25.0 | 102 | - | - | - | - |" in text
     assert "| grpo | leap |" not in text
     assert f"| 0 | 4 | 1 | 2 | 0 | 1 | {mcnemar_p(2, 0):.3f} |" in text  # both / only LeaP-GRPO / only GRPO / neither
+
+
+def test_leap_t_rows_by_name_or_slug_and_untrained_adapters_skipped(tmp_path, capsys):
+    import argparse
+
+    import leap_t
+    import pytest
+
+    ap = argparse.ArgumentParser()
+    assert leap_t.pick_rows(ap, None) is None
+    assert leap_t.pick_rows(ap, ["base/LeaP", "leap-t-leap-leap-t"]) == ["base/LeaP", "LeaP-T/LeaP (--leap-t)"]
+    assert len({leap_t.slug(n) for n in leap_t.ROWS}) == len(leap_t.ROWS)  # slugs name the rows one to one
+    with pytest.raises(SystemExit) as e:
+        leap_t.pick_rows(ap, ["base-leap", "no-such-row"])
+    assert e.value.code == 2 and "no-such-row" in capsys.readouterr().err
+    # the LeaP-T rows wait for their adapter (no data.json yet): skipped, nothing generated, no directory made
+    a = SimpleNamespace(root=str(tmp_path), model="tiny-random", eval_questions=2, paths=2, batch_questions=2, chunk=2,
+                        rounds=2, round_tokens=8, summary_tokens=4, answer_tokens=4, top_k=1)
+    leap_t.stage_eval(a, 0, base_gen=None, rows=["LeaP-T/independent", "LeaP-T/LeaP (--leap-t)"])
+    out = capsys.readouterr().out
+    assert out.count("not trained yet") == 2
+    assert not (tmp_path / "seed-0" / "eval").exists()
