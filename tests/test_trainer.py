@@ -356,3 +356,30 @@ def test_rows_without_advantage_skip_the_forward_and_the_gradient_is_the_same(tm
     t.cfg.beta = 0.04  # with a KL term every row counts
     t.update(r, adv, step=2)
     assert seen[-1] == [[0, 1, 2, 3, 4], [5, 6, 7]] and len(seen) == 2
+
+
+def test_init_adapter_starts_from_a_trained_adapter_and_trains_it(tmp_path, fake_reward):
+    """--init-adapter: the run starts from the saved LoRA weights (not lora_B = 0), trains them, keeps the
+    base frozen; a rank that is not the run's, or a folder without an adapter, is refused before the run
+    directory is made."""
+    first = Trainer(config(tmp_path, "first", steps=1))
+    first.fit()
+    start = lora_state(first.model)
+    assert any(v.abs().sum() > 0 for k, v in start.items() if "lora_B" in k)  # trained: not the zero init
+
+    t = Trainer(config(tmp_path, "second", steps=1, init_adapter=str(tmp_path / "first" / "final")))
+    loaded = lora_state(t.model)
+    assert loaded.keys() == start.keys()
+    assert all(torch.equal(loaded[k], start[k]) for k in start)
+    assert all(p.requires_grad for k, p in t.model.named_parameters() if "lora_" in k)
+    base_before = {k: v.detach().clone() for k, v in t.model.named_parameters() if "lora_" not in k}
+    t.fit()
+    after = lora_state(t.model)
+    assert any(not torch.equal(after[k], start[k]) for k in start)
+    assert all(torch.equal(v, dict(t.model.named_parameters())[k]) for k, v in base_before.items())
+
+    with pytest.raises(ValueError, match="--lora-r 16 --lora-alpha 32"):
+        Trainer(config(tmp_path, "third", lora_r=8, init_adapter=str(tmp_path / "first" / "final")))
+    with pytest.raises(ValueError, match="no adapter_config.json"):
+        Trainer(config(tmp_path, "fourth", init_adapter=str(tmp_path)))
+    assert not (tmp_path / "third").exists() and not (tmp_path / "fourth").exists()

@@ -150,6 +150,10 @@ class TrainConfig:
     max_filter_rounds: int = field(4, "filter_groups: extra sampling rounds per step at most", ge=0)
     micro_batch_size: int = field(16, "completions per forward/backward; their gradients accumulate", ge=1)
     gradient_checkpointing: bool = field(False, "recompute activations in the backward (saves memory)")
+    init_adapter: str | None = field(None, "start from this trained LoRA adapter folder (adapter_config.json), e.g. "
+                                          "the OUT/adapter of `crosspath distill leap-t` or a run's final/; its rank "
+                                          "and alpha must equal --lora-r / --lora-alpha, its target modules are "
+                                          "used; the KL reference stays the base model")
     lora_r: int = field(16, "LoRA rank (paper: 32)", ge=1)
     lora_alpha: int = field(32, "LoRA alpha (paper: 64)", gt=0)
     lora_dropout: float = field(0.0, "LoRA dropout", ge=0, lt=1)

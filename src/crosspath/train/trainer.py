@@ -45,7 +45,8 @@ from crosspath.train.distributed import (all_gather_objects, all_reduce_grads, a
                                          broadcast_params, init_distributed)
 from crosspath.train.format import marked_thinking, warm_up
 from crosspath.train.guard import check_finite, check_weights
-from crosspath.train.lora import enable_activation_checkpointing, setup_lora, trainable_parameters
+from crosspath.train.lora import (check_adapter, enable_activation_checkpointing, load_trainable_adapter, setup_lora,
+                                  trainable_parameters)
 from crosspath.train.optim import clip_gradients, make_optimizer, make_scheduler, set_peak_lr
 from crosspath.train.rng import set_seed
 from crosspath.train.rundir import CHECKPOINTS, RunDir, sample_rows
@@ -74,6 +75,8 @@ class Trainer:
         if cfg.questions_per_step < 1:
             raise ValueError("questions_per_step must be >= 1")
         check_variants(cfg)
+        if cfg.init_adapter:
+            check_adapter(cfg.init_adapter, cfg.lora_r, cfg.lora_alpha)  # before the run directory is touched
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -89,7 +92,8 @@ class Trainer:
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         set_seed(cfg.seed)
-        self.model = setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
+        self.model = (load_trainable_adapter(model, cfg.init_adapter, cfg.lora_r, cfg.lora_alpha) if cfg.init_adapter
+                      else setup_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules))
         if cfg.gradient_checkpointing:
             enable_activation_checkpointing(self.model)
         self.params = trainable_parameters(self.model)
