@@ -159,6 +159,22 @@ def stage_eval(a, seed: int, base_gen, rows: list[str] | None = None) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {name} q<{upto}: pass@1 {s['pass_at_1']:.3f} "
                   f"cons@{a.paths} {s['cons_at_n']:.3f} tokens/q {s['tokens_per_question']:.0f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
+        snapshot(a)
+
+
+def snapshot(a) -> None:
+    """Rewrite --results (default benchmarks/results/leap_t.md, committed) with the tables of every seed
+    under --root, so the figures outlive the run directories. Atomic: processes that share a root
+    (--rows) each write the whole file from what is on disk."""
+    if not getattr(a, "results", None):
+        return
+    seeds = sorted(int(d.name.split("-", 1)[1]) for d in Path(a.root).glob("seed-*") if d.name[5:].isdigit())
+    text = header(settings(a)) + f"\nwritten: {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "\n\n".join(table(a, seed) for seed in seeds) + "\n"
+    path = Path(a.results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def row_stats(rows: list[dict], a, leap: bool) -> dict:
@@ -289,6 +305,10 @@ def main(argv=None) -> None:
     ap.add_argument("--root", default=ROOT)
     ap.add_argument("--overwrite", action="store_true", help="delete the seeds' folders first")
     ap.add_argument("--table", action="store_true", help="only print the tables from recorded results")
+    ap.add_argument("--results", default="benchmarks/results/leap_t.md",
+                    help="the tables of every seed under --root, rewritten after each evaluation chunk and by --table "
+                         "(commit it); "
+                         "'' for none")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="run only these stages (default: all, in order; train finishes the traces first); e.g. one "
                          "process --stages traces train "
@@ -329,6 +349,7 @@ def main(argv=None) -> None:
         if "eval" in a.stages:
             stage_eval(a, seed, base_gen, rows)
     print("\n\n".join(table(a, seed) for seed in a.seed))
+    snapshot(a)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,12 @@ def test_leap_t_rows_by_name_or_slug_and_untrained_adapters_skipped(tmp_path, ca
     out = capsys.readouterr().out
     assert out.count("not trained yet") == 2
     assert not (tmp_path / "seed-0" / "eval").exists()
+
+    # the committed snapshot: every seed under the root, rows not run yet said so
+    (tmp_path / "seed-0").mkdir()
+    a.__dict__.update(results=str(tmp_path / "res" / "leap_t.md"), train_questions=4, steps=1, batch_size=1, lr=1e-4,
+                      max_len=64, keep_wrong=False)
+    leap_t.snapshot(a)
+    text = (tmp_path / "res" / "leap_t.md").read_text()
+    assert "### seed 0" in text and "| base | independent | 0 | not run" in text
+    assert [p.name for p in (tmp_path / "res").iterdir()] == ["leap_t.md"]  # no temporary file left
