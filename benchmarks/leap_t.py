@@ -2,6 +2,7 @@
 
     python benchmarks/leap_t.py [--seed 0 1] [--train-questions 400] [--eval-questions 200] [--steps 150]
                                 [--control "NAME=JSON" ...] [--overwrite] [--table]
+                                [--stages traces train eval] [--rows ROW ...] [--results benchmarks/results/leap_t.md]
 
 Task: reasoning-gym `chain_sum`, 1-digit numbers, 2-3 terms. Model: SmolLM2-135M-Instruct (`--model`).
 Held-out: the first --eval-questions of task seed 1000 (EVAL_TASK_SEED), the same for every seed
@@ -169,7 +170,8 @@ def snapshot(a) -> None:
     if not getattr(a, "results", None):
         return
     seeds = sorted(int(d.name.split("-", 1)[1]) for d in Path(a.root).glob("seed-*") if d.name[5:].isdigit())
-    text = header(settings(a)) + f"\nwritten: {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n" + "\n\n".join(table(a, seed) for seed in seeds) + "\n"
+    tables = "\n\n".join(table(a, seed) for seed in seeds)
+    text = f"{header(settings(a))}\nwritten: {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{tables}\n"
     path = Path(a.results)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -304,15 +306,14 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--root", default=ROOT)
     ap.add_argument("--overwrite", action="store_true", help="delete the seeds' folders first")
-    ap.add_argument("--table", action="store_true", help="only print the tables from recorded results")
+    ap.add_argument("--table", action="store_true", help="print the tables from recorded results (no generation) and rewrite --results")
     ap.add_argument("--results", default="benchmarks/results/leap_t.md",
-                    help="the tables of every seed under --root, rewritten after each evaluation chunk and by --table "
-                         "(commit it); "
-                         "'' for none")
+                    help="the tables of every seed under --root, rewritten after each evaluation chunk and by "
+                         "--table (commit it); '' for none")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
-                    help="run only these stages (default: all, in order; train finishes the traces first); e.g. one "
-                         "process --stages traces train "
-                         "and another --stages eval --rows base-independent base-leap on a second core")
+                    help="run only these stages (default: all, in order; train finishes the traces first); e.g. "
+                         "one process --stages traces train and another --stages eval --rows base-independent "
+                         "base-leap on a second core")
     ap.add_argument("--rows", nargs="+", metavar="ROW",
                     help="evaluate only these rows (names or slugs: " + ", ".join(slug(n) for n in ROWS) + "); "
                          "processes with disjoint --rows can share a seed")
