@@ -81,6 +81,9 @@ ROWS: dict[str, tuple[str, dict | None]] = {
     "LeaP-T/LeaP (--leap-t)": ("leap-t", dict(method="leap", leap_t=True)),
 }
 PAIR = ("LeaP-T/LeaP (--leap-t)", "base+SFT/independent")  # the paired test of the issue
+# what the base rows separate: the exchange's value (real peers vs none) and the protocol's cost
+CONTROL_PAIRS = (("base/LeaP", "base/control (a) no peers"), ("base/LeaP", "base/control (b) no summaries"),
+                 ("base/LeaP", "base/independent"), ("base/LeaP --prompt plain (c)", "base/independent"))
 
 
 def slug(name: str) -> str:
@@ -240,11 +243,12 @@ def table(a, seed: int) -> str:
             w2r, r2w = sum(x["wrong_to_right"] for x in inf), sum(x["right_to_wrong"] for x in inf)
             influences.append(f"Influence — {name}: wrong->right {w2r}, right->wrong {r2w}\n\n{influence_table(rows)}")
     out += ["", "\n\n".join(influences), "", paired(runs, common)]
+    out += [x for pair in CONTROL_PAIRS if runs.get(pair[0]) and runs.get(pair[1]) for x in ("", paired(runs, common, pair))]
     return "\n".join(out)
 
 
-def paired(runs: dict, common: set) -> str:
-    a_name, b_name = PAIR
+def paired(runs: dict, common: set, pair: tuple[str, str] = PAIR) -> str:
+    a_name, b_name = pair
     if not runs.get(a_name) or not runs.get(b_name):
         return f"Paired test {a_name} vs {b_name}: not run yet."
     a = {r["id"]: r for r in runs[a_name] if r["id"] in common}

@@ -51,10 +51,13 @@ def test_collab_rl_records_finished_evaluations_and_pairs_them(tmp_path):
     train = root / "train-leap-s0"
     train.mkdir()
     (train / "config.yaml").write_text("group_size: 4\nquestions_per_step: 2\n")
-    (train / "metrics.jsonl").write_text(json.dumps({"completion_length": 10, "leap_read_peers": 0.5}) + "\n")
+    (train / "metrics.jsonl").write_text("".join(json.dumps({"completion_length": 10, "leap_read_peers": 0.5,
+                                                             "reward_mean": i / 10, "adv_nonzero_frac": 0.5}) + "\n"
+                                                 for i in range(11)))  # 11 steps: first 10 mean 0.45, last 10 0.55
+    _eval_dir(root, "base", 0, "leap", [0, 1, 0, 0])
     results = tmp_path / "collab_rl.jsonl"
-    assert collab_rl.record(args, results) == 2
-    assert collab_rl.record(args, results) == 2 and len(results.read_text().splitlines()) == 2  # replaced, not added
+    assert collab_rl.record(args, results) == 3
+    assert collab_rl.record(args, results) == 3 and len(results.read_text().splitlines()) == 3  # replaced, not added
     recs = [json.loads(x) for x in results.read_text().splitlines()]
     leap = next(r for r in recs if r["adapter"] == "leap")
     assert leap["read_peers"] == 1.0 and leap["train_tokens_per_step"] == 80 and leap["train_read_peers"] == 0.5
@@ -63,6 +66,11 @@ def test_collab_rl_records_finished_evaluations_and_pairs_them(tmp_path):
     assert "| grpo | independent | 0 | 4 | 12.5 | 25.0 | 102 | - | - | - | - |" in text
     assert "| grpo | leap |" not in text
     assert f"| 0 | 4 | 1 | 2 | 0 | 1 | {mcnemar_p(2, 0):.3f} |" in text  # both / only LeaP-GRPO / only GRPO / neither
+    # per seed: LeaP-GRPO+LeaP pass@1 (0.5, 0.5, 0, 0.5) against base+LeaP (0, 0.5, 0, 0): 2 higher, 0 lower
+    assert "Per seed, pass@1 %: leap+leap (A) vs base+leap (B)" in text
+    assert f"| 0 | 37.5 | 12.5 | 2 / 0 | {mcnemar_p(2, 0):.3f} |" in text
+    assert "m3po+independent (A)" not in text  # no M3PO record: no section
+    assert "| leap | 0 | 45.0 | 55.0 | 50 |" in text
 
 
 def test_leap_t_rows_by_name_or_slug_and_untrained_adapters_skipped(tmp_path, capsys):
