@@ -173,7 +173,7 @@ def snapshot(a) -> None:
     if not getattr(a, "results", None):
         return
     seeds = sorted(int(d.name.split("-", 1)[1]) for d in Path(a.root).glob("seed-*") if d.name[5:].isdigit())
-    tables = "\n\n".join(table(a, seed) for seed in seeds)
+    tables = "\n\n".join([table(a, seed) for seed in seeds] + ([across_seeds(a, seeds)] if len(seeds) > 1 else []))
     text = f"{header(settings(a))}\nwritten: {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{tables}\n"
     path = Path(a.results)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,11 +200,7 @@ def table(a, seed: int) -> str:
     from crosspath.infer.budget import path_budget, run_config
 
     root = seed_root(a, seed)
-    runs = {}
-    for name in ROWS:
-        cfg = row_config(a, seed, name)
-        runs[name] = read_results(Path(cfg.out) / "results.jsonl") if cfg else None
-    common = finished_by_all(runs)
+    runs, common = seed_runs(a, seed)
     out = [f"### seed {seed}", ""]
     for name, f in (("traces", root / "traces" / "yield.json"), ("leap-t", root / "leap-t" / "data.json"),
                     ("sft", root / "sft" / "data.json")):
@@ -251,17 +247,81 @@ def paired(runs: dict, common: set, pair: tuple[str, str] = PAIR) -> str:
     a_name, b_name = pair
     if not runs.get(a_name) or not runs.get(b_name):
         return f"Paired test {a_name} vs {b_name}: not run yet."
-    a = {r["id"]: r for r in runs[a_name] if r["id"] in common}
-    b = {r["id"]: r for r in runs[b_name] if r["id"] in common}
+    c = pair_counts(runs, common, pair)
+    return (f"Paired, {a_name} (A) vs {b_name} (B), {c['n']} questions:\n"
+            f"- cons@N per question: both right {c['both']}, only A {c['only_a']}, only B {c['only_b']}, "
+            f"both wrong {c['neither']}; exact McNemar p = {mcnemar_p(c['only_a'], c['only_b']):.4f}\n"
+            f"- pass@1 per question: A higher on {c['up']}, B higher on {c['down']}, equal on "
+            f"{c['n'] - c['up'] - c['down']}; exact sign test p = {mcnemar_p(c['up'], c['down']):.4f}")
+
+
+def pair_counts(runs: dict, common: set, pair: tuple[str, str]) -> dict:
+    """Per question on ``common``: cons@N concordance (both / only_a / only_b / neither) and pass@1 up / down."""
+    a = {r["id"]: r for r in runs[pair[0]] if r["id"] in common}
+    b = {r["id"]: r for r in runs[pair[1]] if r["id"] in common}
     cons = [(bool(a[q]["cons_correct"]), bool(b[q]["cons_correct"])) for q in a]
-    only_a, only_b = sum(x and not y for x, y in cons), sum(y and not x for x, y in cons)
-    up = sum(a[q]["pass_at_1"] > b[q]["pass_at_1"] for q in a)
-    down = sum(a[q]["pass_at_1"] < b[q]["pass_at_1"] for q in a)
-    return (f"Paired, {a_name} (A) vs {b_name} (B), {len(a)} questions:\n"
-            f"- cons@N per question: both right {sum(x and y for x, y in cons)}, only A {only_a}, only B {only_b}, "
-            f"both wrong {sum(not x and not y for x, y in cons)}; exact McNemar p = {mcnemar_p(only_a, only_b):.4f}\n"
-            f"- pass@1 per question: A higher on {up}, B higher on {down}, equal on {len(a) - up - down}; "
-            f"exact sign test p = {mcnemar_p(up, down):.4f}")
+    return {"n": len(a), "both": sum(x and y for x, y in cons), "only_a": sum(x and not y for x, y in cons),
+            "only_b": sum(y and not x for x, y in cons), "neither": sum(not x and not y for x, y in cons),
+            "up": sum(a[q]["pass_at_1"] > b[q]["pass_at_1"] for q in a),
+            "down": sum(a[q]["pass_at_1"] < b[q]["pass_at_1"] for q in a)}
+
+
+def seed_runs(a, seed: int) -> tuple[dict, set]:
+    """Every row's recorded results of one seed (None: row not wired) and the questions all run rows finished."""
+    runs = {}
+    for name in ROWS:
+        cfg = row_config(a, seed, name)
+        runs[name] = read_results(Path(cfg.out) / "results.jsonl") if cfg else None
+    return runs, finished_by_all(runs)
+
+
+def across_seeds(a, seeds: list[int]) -> str:
+    """Mean ± sd over seeds of every row (each seed on the questions all its rows finished), the format rate,
+    influence summed over seeds, and the paired tests pooled over seeds (discordant counts added)."""
+    stats: dict[str, list[dict]] = {}
+    counts: dict[tuple, dict] = {}
+    for seed in seeds:
+        runs, common = seed_runs(a, seed)
+        for name, rows in runs.items():
+            rows = [r for r in rows or [] if r["id"] in common]
+            if not rows:
+                continue
+            leap = ROWS[name][1]["method"] == "leap"
+            s = row_stats(rows, a, leap)
+            inf = influence(rows) if leap else []
+            s.update(w2r=sum(x["wrong_to_right"] for x in inf), r2w=sum(x["right_to_wrong"] for x in inf))
+            stats.setdefault(name, []).append(s)
+        for pair in (PAIR, *CONTROL_PAIRS):
+            if runs.get(pair[0]) and runs.get(pair[1]):
+                c = pair_counts(runs, common, pair)
+                total = counts.setdefault(pair, dict.fromkeys(c, 0) | {"seeds": 0})
+                total.update({k: total[k] + v for k, v in c.items()}, seeds=total["seeds"] + 1)
+
+    def ms(xs: list[float], f: str = ".3f") -> str:  # one seed: no spread to state
+        m = sum(xs) / len(xs)
+        if len(xs) == 1:
+            return f"{m:{f}}"
+        return f"{m:{f}} ± {math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)):{f}}"
+
+    out = [f"### across seeds {', '.join(map(str, seeds))} (mean ± sd over seeds)", "",
+           "| model | inference | seeds | questions | pass@1 | cons@%d | tokens/question | wrote <summarize> | "
+           "wrong->right / right->wrong |" % a.paths, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ss in stats.items():
+        model, inference = name.split("/", 1)
+        injected = ROWS[name][1]["method"] == "leap" and not ROWS[name][1].get("leap_t")
+        fmt = "(loop writes it)" if injected else ms([s["format"] for s in ss])
+        infl = f"{sum(s['w2r'] for s in ss)} / {sum(s['r2w'] for s in ss)}" if ROWS[name][1]["method"] == "leap" else "-"
+        out.append(f"| {model} | {inference} | {len(ss)} | {sum(s['questions'] for s in ss)} | "
+                   f"{ms([s['pass1'] for s in ss])} | {ms([s['cons'] for s in ss])} | "
+                   f"{ms([s['tokens'] for s in ss], '.0f')} | {fmt} | {infl} |")
+    out += ["", "Paired per question, pooled over seeds (A vs B; exact tests on the summed discordant counts):", "",
+            "| A | B | seeds | questions | pass@1: A higher / B higher | sign test p | cons@N: only A / only B | "
+            "McNemar p |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (a_name, b_name), c in counts.items():
+        out.append(f"| {a_name} | {b_name} | {c['seeds']} | {c['n']} | {c['up']} / {c['down']} | "
+                   f"{mcnemar_p(c['up'], c['down']):.4f} | {c['only_a']} / {c['only_b']} | "
+                   f"{mcnemar_p(c['only_a'], c['only_b']):.4f} |")
+    return "\n".join(out)
 
 
 def settings(a) -> str:
@@ -353,7 +413,7 @@ def main(argv=None) -> None:
             stage_train(a, seed, "sft", single_paths=True, match=str(seed_root(a, seed) / "leap-t"))
         if "eval" in a.stages:
             stage_eval(a, seed, base_gen, rows)
-    print("\n\n".join(table(a, seed) for seed in a.seed))
+    print("\n\n".join([table(a, seed) for seed in a.seed] + ([across_seeds(a, a.seed)] if len(a.seed) > 1 else [])))
     snapshot(a)
 
 

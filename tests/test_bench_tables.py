@@ -102,3 +102,31 @@ def test_leap_t_rows_by_name_or_slug_and_untrained_adapters_skipped(tmp_path, ca
     text = (tmp_path / "res" / "leap_t.md").read_text()
     assert "### seed 0" in text and "| base | independent | 0 | not run" in text
     assert [p.name for p in (tmp_path / "res").iterdir()] == ["leap_t.md"]  # no temporary file left
+
+
+def test_leap_t_across_seeds_means_and_pooled_paired_tests(monkeypatch):
+    import leap_t
+    from shared import mcnemar_p
+
+    def row(q, p1, cons, tokens=100, text="x", rounds=None):
+        return {"id": q, "pass_at_1": p1, "cons_correct": cons, "tokens": tokens,
+                "paths": [{"text": text, "tokens": tokens // 2, "rounds": rounds or []}] * 2}
+
+    peers = [{"round": 0, "answer": "1", "correct": False, "peers": ["s"]}, {"round": 1, "answer": "2", "correct": True}]
+    sft, lt = "base+SFT/independent", "LeaP-T/LeaP (--leap-t)"
+    by_seed = {  # seed 0: LeaP-T higher on q1 and q2; seed 1: higher on q1, lower on q2; q3 of seed 1 unfinished
+        0: {sft: [row("q1", 0.0, False), row("q2", 0.5, False)],
+            lt: [row("q1", 1.0, True, 60, "<summarize>a</summarize>", peers), row("q2", 1.0, True, 60, "no tag")]},
+        1: {sft: [row("q1", 0.0, False), row("q2", 1.0, True), row("q3", 1.0, True)],
+            lt: [row("q1", 0.5, True, 80, "<summarize>a</summarize>", peers), row("q2", 0.5, True, 80, "<summarize>")]},
+    }
+    monkeypatch.setattr(leap_t, "seed_runs", lambda a, seed: (by_seed[seed], {"q1", "q2"}))
+    a = SimpleNamespace(paths=2, round_tokens=32)
+    text = leap_t.across_seeds(a, [0, 1])
+    # SFT pass@1 per seed 0.25 and 0.5: mean 0.375, sd 0.177; LeaP-T/LeaP 1.0 and 0.5; format 0.5 and 1.0
+    assert "| base+SFT | independent | 2 | 4 | 0.375 ± 0.177 | 0.250 ± 0.354 | 100 ± 0 | 0.000 ± 0.000 | - |" in text
+    assert "| LeaP-T | LeaP (--leap-t) | 2 | 4 | 0.750 ± 0.354 | 1.000 ± 0.000 | 70 ± 14 | 0.750 ± 0.354 | 4 / 0 |" in text
+    # pooled over seeds: pass@1 higher on 3, lower on 1; cons@N only LeaP-T on 3, only SFT on 0
+    assert f"| {lt} | {sft} | 2 | 4 | 3 / 1 | {mcnemar_p(3, 1):.4f} | 3 / 0 | {mcnemar_p(3, 0):.4f} |" in text
+    # one seed: the value without a spread
+    assert "| LeaP-T | LeaP (--leap-t) | 1 | 2 | 1.000 | 1.000 | 60 | 0.500 | 2 / 0 |" in leap_t.across_seeds(a, [0])
