@@ -425,3 +425,67 @@ def test_cli_has_distill_subcommands(capsys):
     assert "--per-style" in out and "--no-judge" in out and "--mutual-weight" in out and "--runs" in out
     args = parser.parse_args(["distill", "filter", "--in", "p.jsonl", "--no-judge"])
     assert args.input == "p.jsonl" and args.no_judge
+
+
+def test_target_only_logits_give_the_full_logits_loss_and_gradients():
+    """qr_step's memory path (output head at the labelled positions) = sequence_nll on the model's logits."""
+    from types import SimpleNamespace
+
+    from crosspath.distill.data import plain_output_head, sequence_nll, target_nll
+
+    cfg = QRConfig(students=["tiny-random"], routing="all", mutual_weight=0, lora_r=4, max_len=128)
+    system, toks, enc, _ = build(cfg, SAMPLES, models=[load_model("tiny-random", device="cpu")])
+    model = system.students[0]
+    b = collate([enc[0][i] for i in (0, 1, 2)], toks[0].pad_token_id)  # right-padded: padding is IGNORE
+    head = plain_output_head(model)
+    assert head is not None and head is model.get_base_model().get_output_embeddings()
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    for p in lora:  # LoRA B starts at zero: give it weight so the comparison is not trivial
+        torch.nn.init.normal_(p, std=0.1)
+    results = []
+    for fast in (False, True):
+        model.zero_grad()
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True,
+                    **({"logits_to_keep": 1} if fast else {}))
+        if fast:
+            assert out.logits.shape[1] == 1  # the full [B, T, V] logits were never made
+        nll, n = (target_nll(out.hidden_states[-1], head, b["labels"]) if fast
+                  else sequence_nll(out.logits, b["labels"]))
+        (nll / n).sum().backward()
+        results.append((nll.detach(), n, [p.grad.clone() for p in lora]))
+    (full, n_full, g_full), (part, n_part, g_part) = results
+    assert torch.equal(n_full, n_part) and bool((n_full > 0).all())
+    torch.testing.assert_close(part, full, rtol=1e-4, atol=1e-5)
+    for a, c in zip(g_part, g_full):
+        torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-6)
+    # models whose logits are not head(hidden): the full logits path
+    capped = SimpleNamespace(config=SimpleNamespace(final_logit_softcapping=30.0), forward=model.forward)
+    assert plain_output_head(capped) is None
+    assert plain_output_head(SimpleNamespace(config=SimpleNamespace(), forward=lambda input_ids: None)) is None
+
+
+def test_micro_batches_accumulate_to_the_same_step(tmp_path):
+    """--micro-batch-size splits a step's forward/backward passes; the step (weights, logged loss) is the same."""
+    from safetensors.torch import load_file
+
+    base = dict(students=["tiny-random"], routing="all", steps=2, batch_size=4, save_every=2, lora_r=4,
+                max_len=160, lr=1e-3)
+    weights, logs = [], []
+    for micro in (0, 3):  # 3 + 1: unequal parts
+        out = tmp_path / f"m{micro}"
+        train(QRConfig(out=str(out), micro_batch_size=micro, **base), samples=SAMPLES,
+              models=[load_model("tiny-random", device="cpu")], log=lambda s: None)
+        weights.append(load_file(str(out / "checkpoints/step-2/adapter/model.safetensors")))
+        logs.append([json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()])
+    assert set(weights[0]) == set(weights[1]) and weights[0]
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-6)
+    for whole, parts in zip(*logs):
+        assert whole["loss"] == pytest.approx(parts["loss"], rel=1e-4)
+        assert whole["nll_per_char_s0"] == pytest.approx(parts["nll_per_char_s0"], rel=1e-4)
+        assert whole["grad_norm"] == pytest.approx(parts["grad_norm"], rel=1e-3)
+    # two students: routing and mutual losses belong to the whole batch, refused before the run directory
+    with pytest.raises(ValueError, match="needs one student"):
+        train(QRConfig(out=str(tmp_path / "two"), micro_batch_size=2, **{**base, "students": ["tiny-random", "char"]}),
+              samples=SAMPLES, models=two_students(), log=lambda s: None)
+    assert not (tmp_path / "two").exists()

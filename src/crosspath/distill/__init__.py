@@ -16,6 +16,9 @@ class QRConfig:
     styles: list[str] = field([], "train only on these teacher styles (default: all)")
     steps: int = field(200, "optimizer steps", ge=1)
     batch_size: int = field(4, "paths per step", ge=1)
+    micro_batch_size: int = field(0, "paths per forward/backward pass; their gradients add up to the step of "
+                                     "--batch-size exactly (less memory, the same step; one student only). 0: the "
+                                     "whole batch at once", ge=0)
     max_len: int = field(512, "tokens per example (the end of the target is cut)", ge=1)
     lr: float = field(2e-4, "learning rate of the LoRA weights", gt=0)
     router_lr: float = field(5e-3, "learning rate of the router MLP (Adam moves a weight ~lr per step: short runs "

@@ -124,6 +124,48 @@ def sequence_nll(logits, labels):
     return (ce * keep).sum(1), keep.sum(1)
 
 
+def target_nll(hidden, head, labels):
+    """`sequence_nll` from the last hidden state, the output head applied at the labelled positions only.
+
+    hidden [B, T, H] (after the final norm), head: the model's output layer (H -> V), labels [B, T].
+    Equal to sequence_nll(head(hidden), labels) without the [B, T, V] logits, which dominate the
+    training memory of a small model with a large vocabulary (SmolLM2-135M: V = 49152, 800 MB per
+    copy at 8 x 512 tokens, and cross-entropy keeps several copies for the backward pass).
+    Returns (nll_sum [B], n_tokens [B]).
+
+    >>> import torch
+    >>> head = torch.nn.Linear(2, 4, bias=False); _ = torch.nn.init.zeros_(head.weight)  # uniform logits
+    >>> s, n = target_nll(torch.ones(1, 3, 2), head, torch.tensor([[IGNORE, 1, 2]]))
+    >>> round(float(s[0]), 4), int(n[0])
+    (2.7726, 2)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    target = labels[:, 1:]  # [B, T-1]
+    keep = target != IGNORE  # [B, T-1]
+    ce = F.cross_entropy(head(hidden[:, :-1][keep]).float(), target[keep], reduction="none")  # [N]
+    rows = keep.nonzero()[:, 0]  # [N] the sequence of each target token
+    nll = torch.zeros(labels.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)  # [B]
+    return nll, keep.sum(1).to(ce.dtype)
+
+
+def plain_output_head(model):
+    """The model's output layer when its logits are just head(last hidden state) and its forward takes
+    `logits_to_keep` (then `target_nll` may replace the full logits); None otherwise (soft-capped or
+    scaled logits, e.g. Gemma 2, Granite, Cohere: use `sequence_nll` on the model's own logits)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logits_scaling",
+                                                                   "logit_scale", "output_multiplier_scale")):
+        return None
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return None
+    return base.get_output_embeddings()
+
+
 def pooled_hidden(hidden, labels):
     """Mean of the last hidden state over the target tokens that carry loss (sequence pooling).
 

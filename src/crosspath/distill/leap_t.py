@@ -61,6 +61,8 @@ class LeapTConfig:
     require_peers: bool = field(False, "keep only traces that received at least one peer's summary")
     steps: int = field(100, "optimizer steps (ignored with --match)", ge=1)
     batch_size: int = field(4, "paths per step", ge=1)
+    micro_batch_size: int = field(0, "paths per forward/backward pass, gradients accumulated into one step of "
+                                     "--batch-size (less memory, the same step). 0: the whole batch at once", ge=0)
     max_len: int = field(1024, "tokens per example (the end of the target is cut)", ge=1)
     lr: float = field(2e-4, "learning rate", gt=0)
     lora_r: int = field(16, "LoRA rank", ge=1)
@@ -190,7 +192,7 @@ def train_leap_t(cfg: LeapTConfig, log: Callable[[str], None] = print) -> dict:
             "batch_size": cfg.batch_size, "target_tokens_seen": tokens_seen(counts, steps, cfg.batch_size, cfg.seed),
             "single_paths": cfg.single_paths, "match": cfg.match}
     qr = QRConfig(data=",".join(cfg.traces + cfg.runs), students=[cfg.model], out=cfg.out, steps=steps,
-                  batch_size=cfg.batch_size, max_len=cfg.max_len, lr=cfg.lr, lora_r=cfg.lora_r,
+                  batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size, max_len=cfg.max_len, lr=cfg.lr, lora_r=cfg.lora_r,
                   lora_alpha=cfg.lora_alpha, routing="all", mutual_weight=0.0, seed=cfg.seed,
                   save_every=cfg.save_every, resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device)
     result = train(qr, samples=samples, log=log)

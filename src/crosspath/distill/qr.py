@@ -38,12 +38,13 @@ from torch import nn
 from ..config import to_dict
 from ..rundir import claim_run_dir
 from ..train import checkpoint, guard, lora, optim, rng, rundir
-from .data import Encoded, Sample, collate, encode_sft, pooled_hidden, sequence_nll
+from .data import Encoded, Sample, collate, encode_sft, plain_output_head, pooled_hidden, sequence_nll, target_nll
 from .router import Mutual, Router, balance_entropy, competence_loss, mutual_loss, router_loss, st_gumbel
 
 from . import ROUTINGS, QRConfig  # noqa: F401  (the config lives where the CLI can read it without torch)
 
-RESUME_FREE = {"steps", "resume", "overwrite", "out", "log_every", "save_every", "keep", "device", "eval_task",
+RESUME_FREE = {"steps", "resume", "overwrite", "out", "log_every", "save_every", "keep", "device", "micro_batch_size",
+               "eval_task",
                "eval_split", "eval_limit", "eval_task_seed", "eval_task_options", "eval_max_tokens", "eval_before"}
 
 
@@ -83,8 +84,11 @@ def qr_step(system: StudentSet, batches: list[dict], emb: torch.Tensor | None, c
     S = len(system.students)
     l_tok, l_chr, pooled = [], [], []
     for model, b in zip(system.students, batches):
-        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
-        nll, n = sequence_nll(out.logits, b["labels"])  # [B], [B]
+        head = plain_output_head(model)  # logits at the target positions only: a fraction of the memory
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True,
+                    **({} if head is None else {"logits_to_keep": 1}))
+        nll, n = (sequence_nll(out.logits, b["labels"]) if head is None
+                  else target_nll(out.hidden_states[-1], head, b["labels"]))  # [B], [B]
         l_tok.append(nll / n.clamp(min=1.0))
         l_chr.append(nll / b["chars"].to(nll.device))
         pooled.append(pooled_hidden(out.hidden_states[-1], b["labels"]))  # [B, H_s]
@@ -194,6 +198,10 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
           log: Callable[[str], None] = print) -> dict:
     """Train (or resume) and return {"steps", "out", "routing", "eval"}. `models`: preloaded (model, tok) pairs."""
     out = Path(cfg.out)
+    if 0 < cfg.micro_batch_size < cfg.batch_size and len(models or cfg.students) > 1:
+        raise ValueError(f"--micro-batch-size {cfg.micro_batch_size} < --batch-size {cfg.batch_size} needs one "
+                         "student: routing and mutual learning are losses of the whole batch "
+                         f"({len(models or cfg.students)} students given)")
     claim = claim_run_dir(out, to_dict(cfg), markers=("config.yaml",), resume=cfg.resume, overwrite=cfg.overwrite,
                           ignore=RESUME_FREE, what="distillation run")
     rng.set_seed(cfg.seed)
@@ -224,16 +232,22 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
         start = checkpoint.load_checkpoint(last, system, opt, sched)["step"]
         run.truncate_metrics(start)
         log(f"resumed from {last} (step {start})")
+    micro = cfg.batch_size if cfg.micro_batch_size in (0, None) else cfg.micro_batch_size
     styles = sorted({s.style for s in samples})
     counts = torch.zeros(len(styles), max(S, 1))  # routed paths per style and student since the last log
     for step in range(start, cfg.steps):
         t0 = time.time()
         idx = batch_indices(step, N, cfg.batch_size, cfg.seed)
-        batches = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in collate([enc[s][i] for i in idx],
-                    toks[s].pad_token_id if toks[s].pad_token_id is not None else 0).items()} for s in range(S)]
-        res = qr_step(system, batches, emb[idx] if emb is not None else None, cfg)
         opt.zero_grad(set_to_none=True)
-        res["loss"].backward()
+        parts = []
+        for j in range(0, len(idx), micro):  # one pass unless --micro-batch-size (then S == 1: the loss is a mean)
+            sub = idx[j:j + micro]
+            batches = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in collate([enc[s][i] for i in sub],
+                        toks[s].pad_token_id if toks[s].pad_token_id is not None else 0).items()} for s in range(S)]
+            part = qr_step(system, batches, emb[sub] if emb is not None else None, cfg)
+            (part["loss"] * (len(sub) / len(idx))).backward()
+            parts.append((len(sub) / len(idx), part))
+        res = parts[0][1] if len(parts) == 1 else merge_parts(parts)
         gnorm = optim.clip_gradients(params, cfg.max_grad_norm)
         guard.check_finite({"loss": res["loss"].item(), "grad_norm": gnorm}, step + 1,
                            [samples[i].id for i in idx], checkpoint.latest_checkpoint(out))
@@ -260,6 +274,12 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
     run.close()
     claim.release()
     return result
+
+
+def merge_parts(parts: list[tuple[float, dict]]) -> dict:
+    """One student's step made of micro-batches (weight = share of the batch): the batch's loss and logs."""
+    res = {k: sum(w * part[k].detach() for w, part in parts) for k in ("loss", "sft")}
+    return {**res, "path_loss": torch.cat([part["path_loss"] for _, part in parts]), "choice": None}
 
 
 def _metrics(step: int, res: dict, counts: torch.Tensor, styles: list[str], gnorm: float, lr: float,
