@@ -21,7 +21,8 @@ Pipeline of one seed, every stage a run directory under ROOT/seed-S that is reus
               the next chunk starts), N paths, the same per-path budget R*T + (R-1)*S + A
 
 Rows: base/independent, base+SFT/independent, base/LeaP, the controls (HOOK below: filled from
-CONTROL_OVERRIDES or --control), LeaP-T/independent, LeaP-T/LeaP (`--leap-t`). The table gives
+CONTROL_OVERRIDES or --control), LeaP-T/independent, LeaP-T/LeaP (`--leap-t`), LeaP-T/control (a) (the
+trained model in the LeaP-T loop, every path given "no comments": do peers matter, or the loop?). The table gives
 pass@1, cons@N, generated tokens per question, the per-path budget, how many paths were still
 reasoning at the first exchange, the format rate (paths that opened <summarize> themselves), the
 influence analysis of every LeaP row, and an exact McNemar test (per question, cons@N) and sign
@@ -80,11 +81,16 @@ ROWS: dict[str, tuple[str, dict | None]] = {
     **{f"base/{name}": ("base", None if o is None else dict(method="leap", **o)) for name, o in CONTROL_OVERRIDES.items()},
     "LeaP-T/independent": ("leap-t", dict(method="independent")),
     "LeaP-T/LeaP (--leap-t)": ("leap-t", dict(method="leap", leap_t=True)),
+    # the trained model's summaries closed and continued by the loop, but "no comments" for every path: peers or loop?
+    "LeaP-T/control (a) no peers": ("leap-t", dict(method="leap", leap_t=True, leap_control="no-peers")),
 }
 PAIR = ("LeaP-T/LeaP (--leap-t)", "base+SFT/independent")  # the paired test of the issue
 # what the base rows separate: the exchange's value (real peers vs none) and the protocol's cost
 CONTROL_PAIRS = (("base/LeaP", "base/control (a) no peers"), ("base/LeaP", "base/control (b) no summaries"),
-                 ("base/LeaP", "base/independent"), ("base/LeaP --prompt plain (c)", "base/independent"))
+                 ("base/LeaP", "base/independent"), ("base/LeaP --prompt plain (c)", "base/independent"),
+                 # and what training changed: the exchange within LeaP-T, LeaP-T's exchange against the base model's
+                 ("LeaP-T/LeaP (--leap-t)", "LeaP-T/independent"), ("LeaP-T/LeaP (--leap-t)", "LeaP-T/control (a) no peers"),
+                 ("LeaP-T/LeaP (--leap-t)", "base/LeaP"))
 
 
 def slug(name: str) -> str:
