@@ -368,8 +368,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--micro-batch-size", type=int, default=MICRO_BATCH_SIZE,
-                    help="paths per forward/backward pass of the training stages (the same step, less memory: "
-                         "~5 GB at 4, ~13 GB at 8 for SmolLM2-135M at max_len 512)")
+                    help="paths per forward/backward pass of the training stages (the same step; activation "
+                         "memory scales with the pass)")
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--max-len", type=int, default=MAX_LEN)
     ap.add_argument("--batch-questions", type=int, default=BATCH_QUESTIONS)

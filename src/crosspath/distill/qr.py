@@ -44,8 +44,7 @@ from .router import Mutual, Router, balance_entropy, competence_loss, mutual_los
 from . import ROUTINGS, QRConfig  # noqa: F401  (the config lives where the CLI can read it without torch)
 
 RESUME_FREE = {"steps", "resume", "overwrite", "out", "log_every", "save_every", "keep", "device", "micro_batch_size",
-               "eval_task",
-               "eval_split", "eval_limit", "eval_task_seed", "eval_task_options", "eval_max_tokens", "eval_before"}
+               "eval_task", "eval_split", "eval_limit", "eval_task_seed", "eval_task_options", "eval_max_tokens", "eval_before"}
 
 
 def load_samples(path: str | Path, styles: list[str] | None = None) -> list[Sample]:
@@ -232,7 +231,7 @@ def train(cfg: QRConfig, samples: list[Sample] | None = None, models=None,
         start = checkpoint.load_checkpoint(last, system, opt, sched)["step"]
         run.truncate_metrics(start)
         log(f"resumed from {last} (step {start})")
-    micro = cfg.batch_size if cfg.micro_batch_size in (0, None) else cfg.micro_batch_size
+    micro = cfg.micro_batch_size or cfg.batch_size
     styles = sorted({s.style for s in samples})
     counts = torch.zeros(len(styles), max(S, 1))  # routed paths per style and student since the last log
     for step in range(start, cfg.steps):
